@@ -1,0 +1,1 @@
+"""Hardware drivers: one module per concern, plus the simulated plant in ``drivers.sim``."""

@@ -1,0 +1,1 @@
+"""Simulated hardware: the physical plant, register-level fake I2C devices and mock pins."""

@@ -1,0 +1,1 @@
+"""Massage programs, the program runner and closed-loop control: pure logic, no hardware imports."""
