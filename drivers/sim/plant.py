@@ -29,7 +29,7 @@ PLANT_FAULTS = (
     "motor_stall",
     "i2c_dead",
 )
-MAX_STEP_S = 0.01  # physics sub-step
+MAX_STEP_S = 0.05  # physics sub-step (exponential updates stay stable at this size)
 
 
 class PlantFaultError(ValueError):
@@ -97,7 +97,8 @@ class Plant:
         self.bus = FakeSMBus()
         addresses = {a for a, _c, _m in self._all_inputs()}
         for address in sorted(addresses):
-            self.bus.devices[address] = FakeADS1115(volts=self._volts_reader(address))
+            self.bus.devices[address] = FakeADS1115(volts=self._volts_reader(address), busy_polls=0)
+        self._sources = self._wire_sources()
         self._pins = {name: factory.pin(pin) for name, pin in wiring.pins.items()}
 
     # -- inputs from the mock pins ------------------------------------------------------------
@@ -229,25 +230,29 @@ class Plant:
 
         return read
 
+    def _wire_sources(self) -> dict[tuple[int, int], Any]:
+        """Map each wired ADC input to the function that gives its voltage now."""
+        w = self.wiring
+        sources: dict[tuple[int, int], Any] = {}
+        for zone, (a, c, transducer) in w.pressure.items():
+            sources[(a, c)] = lambda z=zone, m=transducer: m.volts(
+                max(0.0, self.pressure[z] + self._rng.gauss(0.0, self.params.pressure_noise_mmhg))
+            )
+        for i, (name, (a, c, thermistor)) in enumerate(w.thermistors.items()):
+            sources[(a, c)] = lambda i=i, n=name, m=thermistor: self._thermistor_volts(i, n, m)
+        for motor, (a, c, sense) in w.motor_current.items():
+            sources[(a, c)] = lambda m=motor, cs=sense: cs.volts(self._motor_amps_noisy(m))
+        sources[w.rail[:2]] = lambda: (self.params.rail_v if self.relay_on else 0.0) * w.rail[2]
+        return sources
+
+    def _motor_amps_noisy(self, motor: str) -> float:
+        amps = self.motor_amps[motor]
+        return max(0.0, amps + self._rng.gauss(0.0, self.params.current_noise_a)) if amps > 0 else 0.0
+
     def adc_volts(self, address: int, channel: int) -> float:
         """The voltage at ADS1115 ``address`` input AIN``channel`` right now."""
-        w = self.wiring
-        for zone, (a, c, transducer) in w.pressure.items():
-            if (a, c) == (address, channel):
-                mmhg = self.pressure[zone] + self._rng.gauss(0.0, self.params.pressure_noise_mmhg)
-                return transducer.volts(max(0.0, mmhg))
-        for i, (name, (a, c, thermistor)) in enumerate(w.thermistors.items()):
-            if (a, c) == (address, channel):
-                return self._thermistor_volts(i, name, thermistor)
-        for motor, (a, c, sense) in w.motor_current.items():
-            if (a, c) == (address, channel):
-                amps = self.motor_amps[motor]
-                if amps > 0:
-                    amps = max(0.0, amps + self._rng.gauss(0.0, self.params.current_noise_a))
-                return sense.volts(amps)
-        if (address, channel) == w.rail[:2]:
-            return (self.params.rail_v if self.relay_on else 0.0) * w.rail[2]
-        return 0.0  # an unconnected input sits near ground
+        source = self._sources.get((address, channel))
+        return source() if source is not None else 0.0  # an unconnected input sits near ground
 
     def _thermistor_volts(self, index: int, name: str, thermistor: Thermistor) -> float:
         for fault, volts in (
