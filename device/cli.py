@@ -2,10 +2,177 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
+from pathlib import Path
+from typing import Any
+
+from device import __version__
+from device.config import Config, ConfigError, load_config
+
+log = logging.getLogger(__name__)
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _add_overrides(parser: argparse.ArgumentParser, *, with_config: bool = True) -> None:
+    """The options every config-reading command takes (applied on top of the file)."""
+    if with_config:
+        parser.add_argument("--config", type=Path, metavar="FILE", help="config file (TOML)")
+    parser.add_argument("--mqtt-host", metavar="H", help="MQTT broker host")
+    parser.add_argument("--mqtt-port", type=_port, metavar="N", help="MQTT broker port")
+    parser.add_argument("--device-id", metavar="ID", help="device id used in MQTT topics")
+    parser.add_argument("--state-dir", type=Path, metavar="DIR", help="where state and logs are kept")
+    parser.add_argument(
+        "--log-level", type=str.upper, choices=LOG_LEVELS, default=None, help="logging level"
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 1-65535, got {value}")
+    return value
+
+
+def _time_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0.1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be between 0.1 and 1000, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="massager", description="Firmware of the shiatsu foot-and-calf massager."
+    )
+    parser.add_argument("--version", action="version", version=f"massager {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the firmware")
+    _add_overrides(run)
+    run.add_argument("--sim", action="store_true", help="mock pins and the simulated plant")
+    run.add_argument("--time-scale", type=_time_scale, default=1.0, metavar="X",
+                     help="with --sim: run the clock X times faster than real time")
+    run.add_argument("--dashboard", action="store_true",
+                     help="with --sim: show the live terminal view (keys press buttons, inject faults)")
+
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("file", type=Path, metavar="FILE")
+
+    programs = sub.add_parser("programs", help="list built-in and user programs")
+    _add_overrides(programs)
+    programs.add_argument("--json", action="store_true", help="JSON output")
+
+    selftest = sub.add_parser("selftest", help="end-of-line test of every actuator and sensor")
+    _add_overrides(selftest)
+    selftest.add_argument("--sim", action="store_true", help="test the simulated plant")
+    selftest.add_argument("--json", action="store_true", help="JSON output")
+    selftest.add_argument("--inject", metavar="FAULT", default=None,
+                          help="with --sim: inject a plant fault first (to see the matching check fail)")
+
+    faults = sub.add_parser("faults", help="print the persistent fault log")
+    _add_overrides(faults)
+    faults.add_argument("--json", action="store_true", help="JSON output")
+
+    bench = sub.add_parser("bench", help="the performance benchmark")
+    _add_overrides(bench)
+    bench.add_argument("--json", action="store_true", help="JSON output")
+    bench.add_argument("--quick", action="store_true", help="a short run for smoke tests")
+
+    info = sub.add_parser("info", help="firmware version, device id, usage counters, last faults")
+    _add_overrides(info)
+    info.add_argument("--json", action="store_true", help="JSON output")
+
+    safe_off = sub.add_parser("safe-off", help="drive every output off (systemd ExecStopPost)")
+    _add_overrides(safe_off)
+    safe_off.add_argument("--sim", action="store_true", help="on mock pins (for tests)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Load the config file (or defaults) and apply the command-line overrides on top."""
+    overrides: dict[str, Any] = {}
+    for option, key in (
+        ("mqtt_host", "mqtt.host"),
+        ("mqtt_port", "mqtt.port"),
+        ("device_id", "device_id"),
+        ("state_dir", "state_dir"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            overrides[key] = str(value) if isinstance(value, Path) else value
+    path = getattr(args, "config", None)
+    if path is None and getattr(args, "sim", False) is False and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    return load_config(path, overrides)
+
+
+DEFAULT_CONFIG = Path("/etc/massager/massager.toml")
+
+
+def setup_logging(level: str | None) -> None:
+    """Log to stderr (journald adds its own time stamps under systemd)."""
+    logging.basicConfig(
+        level=getattr(logging, level or "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``massager`` console script."""
-    print("massager: not yet wired", file=sys.stderr)
+    """Entry point of the ``massager`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "log_level", None))
+    if args.command == "check-config":
+        try:
+            config = load_config(args.file)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"{args.file}: OK (device id {config.resolved_device_id})")
+        return 0
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    command: str = args.command
+    if command == "run":
+        from device.app import run_main
+
+        return run_main(args, config)
+    if command == "programs":
+        from device.programs_cmd import programs_main
+
+        return programs_main(args, config)
+    if command == "selftest":
+        from device.selftest import selftest_main
+
+        return selftest_main(args, config)
+    if command == "faults":
+        from device.faultlog import faults_main
+
+        return faults_main(args, config)
+    if command == "bench":
+        from device.bench import bench_main
+
+        return bench_main(args, config)
+    if command == "info":
+        from device.info import info_main
+
+        return info_main(args, config)
+    if command == "safe-off":
+        from device.app import safe_off_main
+
+        return safe_off_main(args, config)
+    parser.error(f"unknown command {command}")
     return 2
