@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -57,3 +57,61 @@ class VirtualClock:
         """Advance virtual time by ``seconds`` and yield to other tasks once."""
         self.advance(max(0.0, seconds))
         await asyncio.sleep(0)
+
+
+class LoopClock:
+    """The running asyncio loop's clock: real time normally, virtual under VirtualTimeLoop."""
+
+    def now(self) -> float:
+        """The event loop's time."""
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        """An ordinary asyncio sleep on the loop's time line."""
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class _VirtualSelector:
+    """Wraps a selector: instead of blocking for a timer, jumps the virtual clock to it."""
+
+    def __init__(self, selector: Any, clock: VirtualClock) -> None:
+        self._selector = selector
+        self._clock = clock
+
+    def select(self, timeout: float | None = None) -> Any:
+        events = self._selector.select(0)
+        if events:
+            return events
+        if timeout is None:
+            return self._selector.select(None)  # nothing scheduled: wait for real I/O
+        if timeout > 0:
+            self._clock.advance(timeout)
+        return events
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._selector, name)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on virtual time: every sleep completes at once, in order, deterministically.
+
+    For tests and fast simulations without network I/O (timers jump; sockets would see time fly).
+    """
+
+    def __init__(self, clock: VirtualClock | None = None) -> None:
+        super().__init__()
+        self.virtual_clock = clock or VirtualClock()
+        self._selector = _VirtualSelector(self._selector, self.virtual_clock)  # type: ignore[has-type]
+
+    def time(self) -> float:
+        """Virtual time."""
+        return self.virtual_clock.now()
+
+
+def run_virtual(coro: Any, clock: VirtualClock | None = None) -> Any:
+    """Run ``coro`` to completion on a fresh VirtualTimeLoop."""
+    loop = VirtualTimeLoop(clock)
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()

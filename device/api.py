@@ -1,0 +1,246 @@
+"""The device as its users see it: one command path for panel, phone and Home Assistant, one state."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from modes.session import CommandRefused, Session, Status
+
+from device import commands as cmds
+from device.commands import CommandError, Reply
+from device.config import Config
+from device.controller import Controller
+from device.faultlog import FaultLog
+from device.persist import Preferences, StateStore, StoredState
+from device.safety import Fault, Supervisor
+from device.sim import SimRig
+from modes.limits import ZONES
+from modes.signals import Sample
+
+log = logging.getLogger(__name__)
+
+USAGE_SAVE_EVERY_S = 300.0  # usage counters reach the SD card at most this often while running
+ACTUATORS = ("foot_rollers", "calf_rollers", "pump", "valve_foot", "valve_ankle", "valve_calf", "heater")
+Listener = Callable[[str], None]
+
+
+class Device:
+    """Commands in, state out; the controller calls ``on_pass`` and ``on_fault`` every sample."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        session: Session,
+        supervisor: Supervisor,
+        controller: Controller,
+        store: StateStore,
+        stored: StoredState,
+        fault_log: FaultLog,
+        sim: SimRig | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.device_id = config.resolved_device_id
+        self.session = session
+        self.supervisor = supervisor
+        self.controller = controller
+        self.store = store
+        self.stored = stored
+        self.fault_log = fault_log
+        self.sim = sim
+        self.wall_clock = wall_clock
+        self._listeners: list[Listener] = []
+        self._last_key: tuple[Any, ...] | None = None
+        self._last_pass_t: float | None = None
+        self._last_usage_save = 0.0
+        controller.on_pass = self.on_pass
+        controller.on_fault = self.on_fault
+
+    # -- listeners ----------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(reason)`` on every change of state; returns an unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _changed(self, reason: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(reason)
+            except Exception:
+                log.exception("state listener failed")
+
+    # -- preferences --------------------------------------------------------------------------
+
+    @property
+    def preferences(self) -> Preferences:
+        """The user's last choices."""
+        return self.stored.preferences
+
+    @property
+    def child_lock(self) -> bool:
+        """True while the panel is locked (only stop works on it)."""
+        return self.stored.preferences.child_lock
+
+    def set_child_lock(self, locked: bool) -> None:
+        """Lock or unlock the panel; remembered across restarts."""
+        if locked != self.child_lock:
+            self.stored.preferences.child_lock = locked
+            self.store.save(self.stored)
+            log.info("child lock %s", "on" if locked else "off")
+            self._changed("child_lock")
+
+    def _remember(self) -> None:
+        snap = self.session.snapshot()
+        prefs = self.stored.preferences
+        prefs.program = snap.program
+        prefs.intensity = snap.intensity
+        prefs.heat = snap.heat
+        prefs.timer_min = snap.timer_min
+        prefs.skip_zones = list(snap.skip_zones)
+        self.store.save(self.stored)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def handle_payload(self, payload: bytes, *, source: str = "mqtt") -> Reply:
+        """Decode, validate and run one command message; every outcome is a Reply."""
+        data: Any = None
+        try:
+            data = cmds.decode_payload(payload)
+            command = cmds.parse_command(data)
+            self.execute(command, source=source)
+        except CommandError as exc:
+            log.info("command from %s refused: %s", source, exc)
+            return Reply(cmds.request_id(data), False, str(exc))
+        return Reply(command.id, True, None)
+
+    def execute(self, command: Any, *, source: str) -> None:
+        """Run a validated command; raises CommandError (naming the field) and then changes nothing."""
+        now = self.controller.clock.now()
+        action = command.action
+        if self.supervisor.latched is not None and action not in ("stop", "reset_fault"):
+            fault = self.supervisor.latched
+            raise CommandError("action", f"{action} refused: fault {fault.code} is latched; "
+                               "reset it first (reset_fault)")
+        log.info("command %s from %s", action, source)
+        try:
+            if action == "start":
+                prefs = self.preferences
+                self.session.start(
+                    now,
+                    program=command.program or prefs.program,
+                    intensity=command.intensity if command.intensity is not None else prefs.intensity,
+                    heat=command.heat if command.heat is not None else prefs.heat,
+                    timer_min=command.timer_min if command.timer_min is not None else prefs.timer_min,
+                )
+                self.stored.usage.sessions += 1
+            elif action == "stop":
+                if self.session.status in (Status.RUNNING, Status.PAUSED):
+                    self.session.stop(now)
+            elif action == "pause":
+                self.session.pause(now)
+            elif action == "resume":
+                self.session.resume(now)
+            elif action == "set":
+                self.session.update(
+                    now,
+                    program=command.program,
+                    intensity=command.intensity,
+                    heat=command.heat,
+                    timer_min=command.timer_min,
+                    skip_zones=frozenset(command.skip_zones) if command.skip_zones is not None else None,
+                )
+            elif action == "reset_fault":
+                self.reset_fault()
+                return
+            else:  # pragma: no cover - the command models allow no other action
+                raise CommandError("action", f"unknown action {action!r}")
+        except CommandRefused as exc:
+            raise CommandError(exc.field, exc.message) from None
+        self._remember()
+        self._changed(action)
+
+    def reset_fault(self) -> None:
+        """Clear the latched fault if its condition has cleared; raises CommandError with the reason."""
+        fault = self.supervisor.latched
+        if fault is None:
+            raise CommandError("action", "no fault is latched")
+        sample = self.controller.last_sample
+        if sample is None:
+            raise CommandError("action", "no sensor reading yet; try again")
+        reason = self.supervisor.reset(sample)
+        if reason is not None:
+            raise CommandError("action", f"reset refused: {reason}")
+        self.session.clear_fault(self.controller.clock.now())
+        log.info("fault %s reset", fault.code)
+        self._changed("reset_fault")
+
+    # -- controller callbacks -----------------------------------------------------------------
+
+    def on_fault(self, fault: Fault) -> None:
+        """A new fault latched: log it persistently, count it, tell every listener."""
+        entry = fault.as_dict()
+        snap = self.session.snapshot()
+        entry.update({"device_id": self.device_id, "program": snap.program, "t": round(fault.t, 3)})
+        try:
+            self.fault_log.append(entry)
+        except OSError as exc:
+            log.error("cannot append to the fault log: %s", exc)
+        self.stored.usage.faults += 1
+        self.store.save(self.stored)
+        self._changed("fault")
+
+    def on_pass(self, sample: Sample) -> None:
+        """After every control pass: usage counters, change detection."""
+        if self._last_pass_t is not None:
+            dt = sample.t - self._last_pass_t
+            run_s = self.stored.usage.run_s
+            for name in ACTUATORS:
+                if sample.outputs.get(name):
+                    run_s[name] = round(run_s.get(name, 0.0) + dt, 3)
+        self._last_pass_t = sample.t
+        snap = self.session.snapshot()
+        key = (snap.status, snap.program, snap.phase, snap.intensity, snap.heat, snap.timer_min,
+               self.supervisor.latched, self.child_lock, snap.skip_zones)
+        if key != self._last_key:
+            if self._last_key is not None and self._last_key[0] != snap.status:
+                log.info("session %s -> %s", self._last_key[0], snap.status)
+                if snap.status in (Status.IDLE, Status.FAULT):
+                    self.store.save(self.stored)  # usage counters at the end of every session
+            self._last_key = key
+            self._changed("status")
+        elif snap.status is Status.RUNNING and sample.t - self._last_usage_save > USAGE_SAVE_EVERY_S:
+            self._last_usage_save = sample.t
+            self.store.save(self.stored)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The ``state`` payload of the MQTT contract (DESIGN.md section 5)."""
+        snap = self.session.snapshot()
+        sample = self.controller.last_sample
+        fault = self.supervisor.latched
+        return {
+            "status": str(snap.status),
+            "program": snap.program,
+            "phase": snap.phase,
+            "intensity": snap.intensity,
+            "heat": snap.heat,
+            "heat_target_c": snap.heat_target_c,
+            "timer_min": snap.timer_min,
+            "remaining_s": None if snap.remaining_s is None else round(snap.remaining_s),
+            "skip_zones": list(snap.skip_zones),
+            "temperature_c": _rounded(sample.temperature_c if sample else {}, 1),
+            "pressure_mmhg": _rounded(sample.pressure_mmhg if sample else dict.fromkeys(ZONES), 1),
+            "outputs": dict(sample.outputs) if sample else {},
+            "fault": fault.as_dict() if fault else None,
+            "child_lock": self.child_lock,
+        }
+
+
+def _rounded(values: Any, digits: int) -> dict[str, float | None]:
+    return {k: (None if v is None else round(v, digits)) for k, v in values.items()}

@@ -1,0 +1,339 @@
+"""``massager run``: wires config -> drivers -> safety -> session -> panel -> MQTT as named tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from modes.library import load_library
+from modes.session import Session, SessionSettings, Status
+
+from device import sdnotify
+from device.api import Device
+from device.config import Config
+from device.controller import Controller
+from device.deadman import Deadman
+from device.faultlog import FaultLog
+from device.hardware import Hardware
+from device.persist import StateStore
+from device.safety import Fault, FaultCode, Supervisor
+from device.sim import SimRig, build_sim
+from drivers.clock import Clock, ScaledClock
+from modes.limits import ZONES
+
+log = logging.getLogger(__name__)
+
+PLANT_STEP_S = 0.01  # sim time between plant updates
+WATCHDOG_EVERY_S = 0.5  # real seconds between WATCHDOG=1 (systemd WatchdogSec=2)
+FINISH_TIMEOUT_S = 5.0  # shutdown stage 1: vent and stop, in real seconds
+STARTUP_VENT_TIMEOUT_S = 5.0  # zones must read vented within this at start-up
+
+
+class StartupError(RuntimeError):
+    """The device could not prove itself safe at start-up."""
+
+
+def has_gpio() -> bool:
+    """True on a machine with a GPIO character device (a Raspberry Pi)."""
+    return any(Path("/dev").glob("gpiochip*")) and Path("/proc/device-tree/model").exists()
+
+
+def default_sim_state_dir() -> Path:
+    """A per-user state directory for ``--sim`` when the config names the device's system path."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    path = Path(base) / "massager-sim"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="massager-sim-"))
+
+
+class App:
+    """The firmware: every part built from the config, run as tasks until stopped."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        sim: bool,
+        clock: Clock | None = None,
+        time_scale: float = 1.0,
+        hardware: Hardware | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or ScaledClock(scale=time_scale if sim else 1.0)
+        self.sim_mode = sim
+        self.rig: SimRig | None = None
+        if hardware is None:
+            if sim:
+                self.rig = build_sim(config, clock=self.clock.now)
+                hardware = self.rig.hardware
+            else:
+                hardware = build_real_hardware(config, self.clock)
+        self.hardware = hardware
+        library, problems = load_library(config.programs_dir)
+        for problem in problems:
+            log.error("user program skipped: %s", problem)
+        self.library = library
+        self.store = StateStore(config.state_dir)
+        stored = self.store.load()
+        prefs = stored.preferences
+        program = prefs.program if prefs.program in library.names() else config.session.default_program
+        settings = SessionSettings(
+            pressure_cap_mmhg=dict(config.safety.pressure_cap_mmhg),
+            heat_target_c=config.heater.default_target_c,
+            heat_target_max_c=config.safety.heat_target_max_c,
+            heater_max_duty=config.heater.max_duty,
+            roller_max_speed=config.motors.max_speed,
+            timer_default_min=min(prefs.timer_min, config.session.timer_max_min),
+            timer_max_min=config.session.timer_max_min,
+            default_program=program,
+            default_intensity=prefs.intensity,
+            skip_zones=frozenset(prefs.skip_zones or config.session.skip_zones),
+        )
+        self.session = Session(library=library, settings=settings)
+        self.supervisor = Supervisor(config.safety, thermistors=list(config.sensors.thermistors))
+        self.controller = Controller(
+            hardware=hardware, session=self.session, supervisor=self.supervisor, clock=self.clock
+        )
+        self.fault_log = FaultLog(config.state_dir / "faults.jsonl")
+        self.device = Device(
+            config=config,
+            session=self.session,
+            supervisor=self.supervisor,
+            controller=self.controller,
+            store=self.store,
+            stored=stored,
+            fault_log=self.fault_log,
+            sim=self.rig,
+        )
+        self.deadman = Deadman(timeout_s=config.safety.loop_stale_s, on_trip=self._deadman_trip)
+        self.ready = asyncio.Event()
+        self.stop_event = asyncio.Event()
+        self.extra_tasks: dict[str, Callable[[App], Awaitable[None]]] = {}
+        self._last_watchdog = 0.0
+        self._signals = 0
+
+    # -- safety hooks ---------------------------------------------------------------------------
+
+    def _deadman_trip(self) -> None:
+        """From the deadman thread: the loop is stale. Outputs off through the drivers, then latch."""
+        self.hardware.safe_off()
+        self.supervisor.latch(
+            Fault(
+                code=FaultCode.CONTROL_LOOP_STALL,
+                message=f"control loop silent for more than {self.config.safety.loop_stale_s} s",
+                since=time.time(),
+                t=self.clock.now(),
+            )
+        )
+        log.critical("deadman: control loop stalled; outputs forced off")
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    async def start_up(self) -> None:
+        """Outputs verified off, zones vented, sensors read and plausible, before any command."""
+        self.hardware.safe_off()
+        outputs = self.hardware.outputs()
+        on = [name for name, value in outputs.items() if value]
+        if on:
+            raise StartupError(f"outputs still on after safe_off: {', '.join(on)}")
+        deadline = self.clock.now() + STARTUP_VENT_TIMEOUT_S
+        while True:
+            sample = self.controller.tick()
+            if sample.ok and all(
+                (p is not None and p < self.config.safety.vented_mmhg) for p in sample.pressure_mmhg.values()
+            ) and self.supervisor.latched is None:
+                break
+            if self.supervisor.latched is not None or self.clock.now() > deadline:
+                break  # a start-up fault stays latched and is reported; the device stays off
+            await self.clock.sleep(self.controller.period_s)
+        if self.supervisor.latched is not None:
+            log.error("start-up found a fault: %s", self.supervisor.latched.message)
+        self.ready.set()
+        sdnotify.ready()
+        log.info("ready (device id %s, %s)", self.device.device_id, "simulated" if self.rig else "hardware")
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    async def control_task(self) -> None:
+        """The 20 Hz safety loop; feeds the deadman and the systemd watchdog after each healthy pass."""
+        def stopping() -> bool:
+            return self.stop_event.is_set()
+
+        original = self.controller.on_pass
+
+        def after_pass(sample: Any) -> None:
+            original(sample)
+            self.deadman.feed()
+            now = time.monotonic()
+            if now - self._last_watchdog >= WATCHDOG_EVERY_S:
+                self._last_watchdog = now
+                sdnotify.watchdog()
+
+        self.controller.on_pass = after_pass
+        try:
+            await self.controller.run(stopping)
+        finally:
+            self.controller.on_pass = original
+
+    async def plant_task(self) -> None:
+        """Advance the simulated plant with the clock."""
+        assert self.rig is not None
+        plant = self.rig.plant
+        last = self.clock.now()
+        while not self.stop_event.is_set():
+            await self.clock.sleep(PLANT_STEP_S)
+            now = self.clock.now()
+            plant.step(min(now - last, 1.0))
+            last = now
+
+    async def run(self) -> int:
+        """Run until stopped; returns the exit status. Outputs end off whatever happens."""
+        self.deadman.start()
+        try:
+            if self.rig is not None:
+                plant = asyncio.create_task(self.plant_task(), name="plant")
+            await self.start_up()
+            async with asyncio.TaskGroup() as group:
+                if self.rig is not None:
+                    group.create_task(_await(plant), name="plant")
+                group.create_task(self.control_task(), name="control")
+                for name, factory in self.extra_tasks.items():
+                    group.create_task(factory(self), name=name)
+                group.create_task(self._shutdown_when_stopped(), name="shutdown")
+            return 0
+        except* Exception as group:
+            for exc in group.exceptions:
+                log.critical("task crashed: %r", exc, exc_info=exc)
+            return 1
+        finally:
+            self.hardware.safe_off()
+            self.deadman.stop()
+            self.hardware.close()
+            if self.rig is not None:
+                self.rig.factory.close()
+            self.store.save(self.device.stored)
+            sdnotify.stopping()
+
+    async def _shutdown_when_stopped(self) -> None:
+        await self.stop_event.wait()
+
+    async def finish(self) -> None:
+        """Shutdown stage 1: finish the session (vent, rollers stop, heat off), bounded in time."""
+        if self.session.status in (Status.RUNNING, Status.PAUSED):
+            self.session.stop(self.clock.now())
+        deadline = time.monotonic() + FINISH_TIMEOUT_S
+        while self.session.status is Status.FINISHING and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    def request_stop(self) -> None:
+        """Signal handler: the first signal stops gracefully, the second at once (outputs off)."""
+        self._signals += 1
+        if self._signals >= 2:
+            log.warning("second signal: outputs off, exiting now")
+            self.hardware.safe_off()
+            os._exit(1)
+        log.info("stopping")
+        asyncio.get_running_loop().create_task(self._graceful_stop(), name="graceful-stop")
+
+    async def _graceful_stop(self) -> None:
+        try:
+            await asyncio.wait_for(self.finish(), FINISH_TIMEOUT_S + 1)
+        except TimeoutError:
+            log.warning("finishing took too long; forcing outputs off")
+        self.hardware.safe_off()
+        self.stop_event.set()
+
+
+async def _await(task: asyncio.Task[None]) -> None:
+    await task
+
+
+def build_real_hardware(config: Config, clock: Clock) -> Hardware:
+    """Drivers on the Pi's GPIO (gpiozero picks lgpio or RPi.GPIO) and I2C bus."""
+    from gpiozero import Device as GpioDevice
+    from smbus2 import SMBus
+
+    bus = SMBus(config.adc.bus)
+    return Hardware(config, pin_factory=GpioDevice.pin_factory, bus=bus, clock=clock.now)
+
+
+def run_main(args: argparse.Namespace, config: Config) -> int:
+    """``massager run``."""
+    if not args.sim and not has_gpio():
+        print(
+            "massager: no GPIO on this machine (not a Raspberry Pi?).\n"
+            "To run on simulated hardware, use: massager run --sim",
+            file=sys.stderr,
+        )
+        return 2
+    if args.sim and args.state_dir is None and config.state_dir == Path("/var/lib/massager"):
+        config = config.model_copy(update={"state_dir": default_sim_state_dir()})
+    if args.sim and config.programs_dir == Path("/etc/massager/programs") and not config.programs_dir.exists():
+        config = config.model_copy(update={"programs_dir": None})
+    return asyncio.run(_run(args, config))
+
+
+async def _run(args: argparse.Namespace, config: Config) -> int:
+    app = App(config, sim=args.sim, time_scale=args.time_scale)
+    install_optional_tasks(app, args)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.request_stop)
+    return await app.run()
+
+
+def install_optional_tasks(app: App, args: argparse.Namespace) -> None:
+    """Add the MQTT bridge, the panel and the dashboard where they are available."""
+    with contextlib.suppress(ImportError):
+        from device.panel import panel_task
+
+        app.extra_tasks["panel"] = panel_task
+    if app.config.mqtt.enabled:
+        with contextlib.suppress(ImportError):
+            from device.mqtt import mqtt_task
+
+            app.extra_tasks["mqtt"] = mqtt_task
+    if getattr(args, "dashboard", False):
+        with contextlib.suppress(ImportError):
+            from device.dashboard import dashboard_task
+
+            app.extra_tasks["dashboard"] = dashboard_task
+
+
+def safe_off_main(args: argparse.Namespace, config: Config) -> int:
+    """``massager safe-off``: drive every output pin off, even when the firmware died."""
+    if not args.sim and not has_gpio():
+        print("massager: no GPIO on this machine; nothing to switch off (use --sim to test)",
+              file=sys.stderr)
+        return 2
+    clock = ScaledClock()
+    try:
+        if args.sim:
+            rig = build_sim(config, clock=clock.now)
+            hardware = rig.hardware
+        else:
+            hardware = build_real_hardware(config, clock)
+        hardware.safe_off()
+        off = not any(hardware.outputs().values())
+        hardware.close()
+    except Exception as exc:  # noqa: BLE001 - report and fail: systemd logs it
+        print(f"massager safe-off: {exc}", file=sys.stderr)
+        return 1
+    print("every output is off" if off else "WARNING: an output still reads on")
+    return 0 if off else 1
+
+
+__all__ = ["ZONES", "App", "run_main", "safe_off_main"]

@@ -1,0 +1,148 @@
+"""Commands from the phone, Home Assistant and the panel: validated with pydantic, answered with a Reply."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from modes import limits
+
+MAX_PAYLOAD_BYTES = 4096
+
+
+class CommandError(ValueError):
+    """A command that was refused; ``field`` names the part at fault (None: the whole message)."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: str | None = Field(None, max_length=128)
+
+
+Intensity = Annotated[int, Field(ge=limits.INTENSITY_MIN, le=limits.INTENSITY_MAX)]
+TimerMin = Annotated[int, Field(ge=limits.TIMER_MIN_MIN, le=limits.TIMER_MAX_MIN)]
+ProgramName = Annotated[str, Field(min_length=1, max_length=40)]
+
+
+class Start(_Base):
+    """Start a session (values not given come from the last used settings)."""
+
+    action: Literal["start"]
+    program: ProgramName | None = None
+    intensity: Intensity | None = None
+    heat: bool | None = None
+    timer_min: TimerMin | None = None
+
+
+class Set(_Base):
+    """Change settings now (idle) or at the next safe point (running)."""
+
+    action: Literal["set"]
+    program: ProgramName | None = None
+    intensity: Intensity | None = None
+    heat: bool | None = None
+    timer_min: TimerMin | None = None
+    skip_zones: list[limits.Zone] | None = Field(None, max_length=3)
+
+
+class Stop(_Base):
+    """Stop: deflate, stop rollers, heat off, back to idle."""
+
+    action: Literal["stop"]
+
+
+class Pause(_Base):
+    """Pause a running session."""
+
+    action: Literal["pause"]
+
+
+class Resume(_Base):
+    """Resume a paused session."""
+
+    action: Literal["resume"]
+
+
+class ResetFault(_Base):
+    """Clear a latched fault once its condition has cleared."""
+
+    action: Literal["reset_fault"]
+
+
+Command = Annotated[Start | Set | Stop | Pause | Resume | ResetFault, Field(discriminator="action")]
+ACTIONS = ("start", "stop", "pause", "resume", "set", "reset_fault")
+_COMMAND = TypeAdapter(Command)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to one command message."""
+
+    id: str | None
+    ok: bool
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON payload of ``cmd/reply``."""
+        return {"id": self.id, "ok": self.ok, "error": self.error}
+
+
+def _first_error(exc: ValidationError) -> CommandError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("Start", "Set", "Stop"))]
+    # Drop the tagged-union branch name pydantic puts first (e.g. "start").
+    if loc and loc[0] in ACTIONS:
+        loc = loc[1:]
+    field = ".".join(loc) or None
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return CommandError(field, "unknown field for this action")
+    if kind == "union_tag_invalid":
+        return CommandError("action", f"unknown action; expected one of {', '.join(ACTIONS)}")
+    if kind == "union_tag_not_found":
+        return CommandError("action", "missing; expected one of " + ", ".join(ACTIONS))
+    if kind == "missing":
+        return CommandError(field, "missing")
+    return CommandError(field, f"{err['msg']} (got {err.get('input')!r})")
+
+
+def parse_command(data: Any) -> Start | Set | Stop | Pause | Resume | ResetFault:
+    """Validate a decoded JSON value as a command; raises CommandError naming the field."""
+    if not isinstance(data, dict):
+        raise CommandError(None, f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return _COMMAND.validate_python(data)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+def decode_payload(payload: bytes) -> Any:
+    """Bytes of a ``cmd`` message to a JSON value; raises CommandError on size, encoding or syntax."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise CommandError(None, f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(None, f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CommandError(None, f"payload is not valid JSON: {exc}") from None
+
+
+def request_id(data: Any) -> str | None:
+    """The ``id`` of a command to echo in its reply, when there is a usable one."""
+    if isinstance(data, dict):
+        value = data.get("id")
+        if isinstance(value, str) and len(value) <= 128:
+            return value
+    return None
