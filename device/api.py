@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from device.faultlog import FaultLog
 from device.persist import Preferences, StateStore, StoredState
 from device.safety import Fault, Supervisor
 from device.sim import SimRig
+from drivers.sim.plant import PlantFaultError
 from modes.limits import ZONES
 from modes.signals import Sample
 
@@ -217,6 +219,44 @@ class Device:
             self._last_usage_save = sample.t
             self.store.save(self.stored)
 
+    # -- simulation -----------------------------------------------------------------------------
+
+    def inject_sim_fault(self, data: Any) -> str:
+        """Inject a plant fault (``--sim`` only) from ``{"fault": NAME, ...}``; returns what was done.
+
+        ``loop_stall`` blocks the event loop for ``seconds`` of real time (default 2) to prove the
+        deadman; ``clear`` removes every injected plant fault. Raises CommandError on bad input.
+        """
+        if self.sim is None:
+            raise CommandError(None, "fault injection is only available with --sim")
+        if not isinstance(data, dict):
+            raise CommandError(None, f"expected a JSON object, got {type(data).__name__}")
+        params = dict(data)
+        name = params.pop("fault", None)
+        params.pop("id", None)
+        if not isinstance(name, str):
+            raise CommandError("fault", "missing; expected a plant fault name, loop_stall or clear")
+        if name == "clear":
+            self.sim.plant.clear_faults()
+            return "plant faults cleared"
+        if name == "loop_stall":
+            seconds = params.pop("seconds", 2.0)
+            if params:
+                raise CommandError(next(iter(params)), "unknown field for loop_stall")
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 30:
+                raise CommandError("seconds", f"must be a number of seconds in (0, 30], got {seconds!r}")
+            asyncio.get_running_loop().call_soon(_block_event_loop, float(seconds))
+            return f"event loop will block for {seconds} s"
+        try:
+            self.sim.plant.inject(name, **params)
+        except PlantFaultError as exc:
+            raise CommandError("fault", str(exc)) from None
+        except TypeError as exc:
+            raise CommandError("fault", f"bad parameters: {exc}") from None
+        log.warning("sim: plant fault %s injected %s", name, params or "")
+        self._changed("sim_fault")
+        return f"plant fault {name} injected"
+
     # -- state --------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -240,6 +280,12 @@ class Device:
             "fault": fault.as_dict() if fault else None,
             "child_lock": self.child_lock,
         }
+
+
+def _block_event_loop(seconds: float) -> None:
+    """The ``loop_stall`` sim fault: a blocking call on the event loop (what the deadman exists for)."""
+    log.warning("sim: blocking the event loop for %.1f s", seconds)
+    time.sleep(seconds)
 
 
 def _rounded(values: Any, digits: int) -> dict[str, float | None]:
