@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -223,6 +224,7 @@ class App:
             self.deadman.stop()
             self.hardware.close()
             if self.rig is not None:
+                log.info("sim: final plant outputs %s", json.dumps(self.rig.plant.outputs()))
                 self.rig.factory.close()
             self.store.save(self.device.stored)
             sdnotify.stopping()
