@@ -9,11 +9,15 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drivers.pressure import pressure_limits_v
+from drivers.thermistor import OPEN_FRACTION
 from modes import limits
 
 DEFAULT_CONFIG_PATH = Path("/etc/massager/massager.toml")
 LOAD_PINS_LOW, LOAD_PINS_HIGH = 9, 27  # pulled down at reset: loads stay off while the Pi boots
 BOOT_PULSING_PINS = frozenset({14, 15})  # UART pins toggle at boot
+RAIL_MAX_V = 13.8  # the 12 V actuator rail at its highest (a charging lead-acid supply)
+RESERVED_SENSOR_NAMES = frozenset({"bus", *limits.ZONES, "foot_rollers", "calf_rollers", "rail"})
 
 Gpio = Annotated[int, Field(ge=0, le=27, description="BCM GPIO number")]
 I2cAddress = Annotated[int, Field(ge=0x48, le=0x4B, description="ADS1115 address")]
@@ -25,9 +29,11 @@ class ConfigError(ValueError):
 
 
 class Model(BaseModel):
-    """Base of every config section: unknown keys are errors, values are frozen after loading."""
+    """Base of every config section: unknown keys and wrong types are errors, values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "45" is not a temperature and true is not a pin; an int is still a valid float.
+    # Arrays (TOML lists) and paths (TOML strings) opt out per field with Field(strict=False).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _tighten(value: float, cap: float, name: str, *, upper: bool = True, unit: str = "") -> None:
@@ -63,7 +69,7 @@ class Pins(Model):
     led_status_green: Gpio = 10
     led_status_blue: Gpio = 11
     led_heat: Gpio = 17
-    led_intensity: tuple[Gpio, Gpio, Gpio, Gpio, Gpio] = (22, 27, 14, 15, 8)
+    led_intensity: tuple[Gpio, Gpio, Gpio, Gpio, Gpio] = Field((22, 27, 14, 15, 8), strict=False)
     buzzer: Gpio = 4
 
     LOADS: ClassVar[tuple[str, ...]] = (
@@ -105,12 +111,14 @@ class Adc(Model):
     """The ADS1115 converters on the I2C bus."""
 
     bus: int = Field(1, ge=0, le=22)
-    addresses: tuple[I2cAddress, ...] = Field((0x48, 0x49), min_length=1, max_length=4)
+    addresses: tuple[I2cAddress, ...] = Field((0x48, 0x49), min_length=1, max_length=4, strict=False)
     full_scale_v: float = 4.096
     data_rate_sps: Literal[8, 16, 32, 64, 128, 250, 475, 860] = 860
 
     @model_validator(mode="after")
     def _pga(self) -> Self:
+        if len(set(self.addresses)) != len(self.addresses):
+            raise ValueError(f"addresses lists an address twice: {[hex(a) for a in self.addresses]}")
         if self.full_scale_v not in (6.144, 4.096, 2.048, 1.024, 0.512, 0.256):
             raise ValueError(
                 f"full_scale_v = {self.full_scale_v} V is not an ADS1115 range "
@@ -129,7 +137,7 @@ class AdcInput(Model):
 class PressureInput(AdcInput):
     """A zone's pressure transducer and its calibration."""
 
-    zero_v: float = Field(0.3, ge=0.0, le=2.0)
+    zero_v: float = Field(0.3, ge=0.1, le=2.0)  # a live zero: 0 V means the wire is open
     full_scale_v: float = Field(3.0, gt=0.5, le=5.0)
     full_scale_mmhg: float = Field(300.0, ge=150.0, le=1000.0)
 
@@ -192,6 +200,12 @@ class Sensors(Model):
             missing = [n for n in needed if n not in getattr(self, group)]
             if missing:
                 raise ValueError(f"{group} needs an input for {', '.join(missing)}")
+        for name in self.thermistors:
+            if name in RESERVED_SENSOR_NAMES or not name.isidentifier() or not name.islower():
+                raise ValueError(
+                    f"thermistors.{name}: a thermistor name must be lower_case_with_underscores "
+                    f"and not one of {', '.join(sorted(RESERVED_SENSOR_NAMES))}"
+                )
         used: dict[tuple[int, int], str] = {}
         inputs: list[tuple[str, AdcInput]] = [
             *((f"pressure.{k}", v) for k, v in self.pressure.items()),
@@ -324,7 +338,7 @@ class Session(Model):
     timer_max_min: int = Field(limits.TIMER_MAX_MIN, ge=limits.TIMER_MIN_MIN)
     default_program: str = Field("relax", min_length=1, max_length=40)
     default_intensity: int = Field(2, ge=limits.INTENSITY_MIN, le=limits.INTENSITY_MAX)
-    skip_zones: tuple[limits.Zone, ...] = ()
+    skip_zones: tuple[limits.Zone, ...] = Field((), strict=False)
 
     @model_validator(mode="after")
     def _caps(self) -> Self:
@@ -350,9 +364,9 @@ class Tls(Model):
     """TLS towards the broker."""
 
     enabled: bool = False
-    ca_file: Path | None = None  # None: the system's CAs
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: Path | None = Field(None, strict=False)  # None: the system's CAs
+    cert_file: Path | None = Field(None, strict=False)
+    key_file: Path | None = Field(None, strict=False)
     insecure: bool = False  # skip host name checks (test brokers only)
 
 
@@ -364,7 +378,7 @@ class Mqtt(Model):
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = Field(None, max_length=256)
     password: str | None = Field(None, max_length=1024, repr=False)
-    password_file: Path | None = None
+    password_file: Path | None = Field(None, strict=False)
     tls: Tls = Tls()
     client_id: str = Field("", max_length=64)  # empty: massager-<device id>
     keepalive_s: int = Field(30, ge=5, le=3600)
@@ -393,8 +407,8 @@ class Config(Model):
     """The whole configuration."""
 
     device_id: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_-]*$")
-    state_dir: Path = Path("/var/lib/massager")
-    programs_dir: Path | None = Path("/etc/massager/programs")
+    state_dir: Path = Field(Path("/var/lib/massager"), strict=False)
+    programs_dir: Path | None = Field(Path("/etc/massager/programs"), strict=False)
     pins: Pins = Pins()
     adc: Adc = Adc()
     sensors: Sensors = Sensors()
@@ -413,12 +427,38 @@ class Config(Model):
                     f"sensors.{name}.address {inp.address:#x} is not one of adc.addresses "
                     f"({', '.join(f'{a:#x}' for a in self.adc.addresses)})"
                 )
+        self._check_signal_ranges()
         if self.heater.default_target_c > self.safety.heat_target_max_c:
             raise ValueError(
                 f"heater.default_target_c = {self.heater.default_target_c} °C is above "
                 f"safety.heat_target_max_c = {self.safety.heat_target_max_c} °C"
             )
         return self
+
+    def _check_signal_ranges(self) -> None:
+        """Every fault signal must stay inside the ADC's range, or a broken wire reads as a value."""
+        fsr = self.adc.full_scale_v
+        hint = f"above adc.full_scale_v = {fsr} V, so the ADC would clip it"
+        for name, t_in in self.sensors.thermistors.items():
+            open_v = t_in.supply_v * OPEN_FRACTION
+            if open_v >= fsr:
+                raise ValueError(
+                    f"sensors.thermistors.{name}.supply_v = {t_in.supply_v} V: an open thermistor "
+                    f"reads {open_v:.2f} V, {hint} and an open sensor would read as a cold pad"
+                )
+        for zone, p_in in self.sensors.pressure.items():
+            short_v = pressure_limits_v(p_in.zero_v, p_in.full_scale_v)[1]
+            if short_v >= fsr:
+                raise ValueError(
+                    f"sensors.pressure.{zone}.full_scale_v = {p_in.full_scale_v} V: the short-circuit "
+                    f"threshold {short_v:.2f} V is {hint}"
+                )
+        rail_v = RAIL_MAX_V * self.sensors.rail.volts_per_volt
+        if rail_v >= fsr:
+            raise ValueError(
+                f"sensors.rail.volts_per_volt = {self.sensors.rail.volts_per_volt}: a {RAIL_MAX_V} V rail "
+                f"reads {rail_v:.2f} V, {hint}"
+            )
 
     def _adc_inputs(self) -> list[tuple[str, AdcInput]]:
         s = self.sensors
@@ -460,13 +500,15 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem: the dotted field path, the reason, and the value given."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see device/default.toml)"
         given = err.get("input")
-        shown = "" if isinstance(given, dict) or err["type"] == "missing" else f" (got {given!r})"
-        lines.append(f"{source}: {loc}: {msg}{shown}")
+        secret = any("password" in str(p) for p in err["loc"])
+        hidden = secret or isinstance(given, dict) or err["type"] == "missing" or not loc
+        shown = "" if hidden else f" (got {given!r})"
+        lines.append(f"{source}: {loc}: {msg}{shown}" if loc else f"{source}: {msg}")
     return "\n".join(lines)
 
 
@@ -499,5 +541,7 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: {part}: must be a table to take the override {dotted}")
         node[leaf] = value
     return parse_config(data, source)

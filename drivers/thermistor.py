@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from drivers.errors import SensorOpenCircuit, SensorShortCircuit
 
 KELVIN = 273.15
+OPEN_FRACTION = 0.98  # divider node above this share of the supply: the thermistor is open
+SHORT_FRACTION = 0.02  # node below this share: the thermistor is shorted
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +22,8 @@ class Thermistor:
     beta: float = 3950.0
     series_ohm: float = 10_000.0
     supply_v: float = 3.3
-    open_fraction: float = 0.98  # node above this share of the supply: the thermistor is open
-    short_fraction: float = 0.02  # node below this share: the thermistor is shorted
+    open_fraction: float = OPEN_FRACTION
+    short_fraction: float = SHORT_FRACTION
 
     def resistance(self, volts: float) -> float:
         """Thermistor resistance in ohms for the divider node voltage; raises on open or short."""

@@ -76,6 +76,16 @@ class FakeADS1115:
         self.conversions += 1
 
 
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One recorded bus transfer: ``kind`` is "write" or "read"; ``data`` what was written or read."""
+
+    kind: str
+    address: int
+    register: int
+    data: tuple[int, ...]
+
+
 @dataclass
 class FakeSMBus:
     """The methods of ``smbus2.SMBus`` the firmware uses, routed to fake devices by address."""
@@ -84,6 +94,7 @@ class FakeSMBus:
     dead: bool = False  # the bus itself fails: every transfer raises OSError
     transfers: int = 0
     closed: bool = False
+    traffic: list[Transfer] | None = None  # set to [] to record every transfer (tests)
 
     def _device(self, address: int) -> FakeADS1115:
         self.transfers += 1
@@ -97,10 +108,15 @@ class FakeSMBus:
     def write_i2c_block_data(self, i2c_addr: int, register: int, data: list[int]) -> None:
         """Write ``data`` to ``register`` of the device at ``i2c_addr``."""
         self._device(i2c_addr).write(register, list(data))
+        if self.traffic is not None:
+            self.traffic.append(Transfer("write", i2c_addr, register, tuple(data)))
 
     def read_i2c_block_data(self, i2c_addr: int, register: int, length: int) -> list[int]:
         """Read ``length`` bytes from ``register`` of the device at ``i2c_addr``."""
-        return self._device(i2c_addr).read(register, length)
+        data = self._device(i2c_addr).read(register, length)
+        if self.traffic is not None:
+            self.traffic.append(Transfer("read", i2c_addr, register, tuple(data)))
+        return data
 
     def write_byte(self, i2c_addr: int, value: int) -> None:
         """Set the register pointer of the device at ``i2c_addr``."""
