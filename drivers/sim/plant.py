@@ -63,6 +63,9 @@ class PlantParams:
     motor_stall_max_a: float = 3.5
     current_noise_a: float = 0.01
     rail_v: float = 12.0
+    # The external hardware deadman: drops the relay when the heartbeat pin stops toggling for this
+    # long (None: not fitted, e.g. bench tests that drive outputs by hand).
+    deadman_timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,9 @@ class Plant:
             self.bus.devices[address] = FakeADS1115(volts=self._volts_reader(address), busy_polls=0)
         self._sources = self._wire_sources()
         self._pins = {name: factory.pin(pin) for name, pin in wiring.pins.items()}
+        self._heartbeat_state = False
+        self._heartbeat_seen_t = 0.0
+        self.deadman_tripped = False
 
     # -- inputs from the mock pins ------------------------------------------------------------
 
@@ -111,8 +117,20 @@ class Plant:
 
     @property
     def relay_on(self) -> bool:
-        """True while the actuator power relay is energised."""
-        return self._pin("relay") > 0.5
+        """True while the actuator power relay is energised (and the external deadman lets it)."""
+        return self._pin("relay") > 0.5 and not self.deadman_tripped
+
+    def _step_deadman(self) -> None:
+        timeout = self.params.deadman_timeout_s
+        if timeout is None:
+            return
+        beat = self._pin("heartbeat") > 0.5
+        if beat != self._heartbeat_state:
+            self._heartbeat_state = beat
+            self._heartbeat_seen_t = self.t
+            self.deadman_tripped = False  # toggling again re-arms the deadman
+        elif self.t - self._heartbeat_seen_t > timeout:
+            self.deadman_tripped = True
 
     def heater_power(self) -> float:
         """Fraction of full heating power reaching the pad now."""
@@ -153,6 +171,7 @@ class Plant:
         steps = max(1, math.ceil(dt / MAX_STEP_S - 1e-9))
         h = dt / steps
         for _ in range(steps):
+            self._step_deadman()
             self._step_heater(h)
             self._step_airbags(h)
             self._step_motors(h)
@@ -311,7 +330,7 @@ class Plant:
             "pump": round(self._pin("pump"), 4),
             **{f"valve_{z}": self._pin(f"valve_{z}") > 0.5 for z in ZONE_NAMES},
             "heater": round(self._pin("heater"), 4),
-            "relay": self.relay_on,
+            "relay": self._pin("relay") > 0.5,
             "heartbeat": self._pin("heartbeat") > 0.5,
         }
 
@@ -330,6 +349,7 @@ class Plant:
             "motor_current_a": {m: round(v, 3) for m, v in self.motor_amps.items()},
             "outputs": self.outputs(),
             "faults": sorted(self.faults),
+            "deadman_tripped": self.deadman_tripped,
         }
 
 
