@@ -310,6 +310,15 @@ class Safety(Model):
         }
         for name, cap in lower.items():
             _tighten(getattr(self, name), cap, name, upper=False)
+        # A shorter window with the same rise needs a faster climb to trip: compare rates too.
+        rate = self.runaway_rise_c / self.runaway_window_s
+        cap_rate = limits.RUNAWAY_RISE_C / limits.RUNAWAY_WINDOW_S
+        if rate > cap_rate + 1e-12:
+            raise ValueError(
+                f"runaway_rise_c / runaway_window_s = {self.runaway_rise_c} °C / {self.runaway_window_s} s "
+                f"= {rate:.3f} °C/s is above the hard cap {cap_rate:.3f} °C/s; "
+                "a config may tighten the safety envelope, never loosen it"
+            )
         for zone in limits.ZONES:
             if zone not in self.pressure_trip_mmhg or zone not in self.pressure_cap_mmhg:
                 raise ValueError(f"pressure_trip_mmhg and pressure_cap_mmhg need a value for {zone}")
