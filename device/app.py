@@ -29,6 +29,7 @@ from device.hardware import Hardware
 from device.persist import StateStore
 from device.safety import Fault, FaultCode, Supervisor
 from device.sim import SimRig, build_sim
+from drivers.sim.plant import PlantParams
 from drivers.clock import Clock, ScaledClock
 from modes.limits import ZONES
 
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 PLANT_STEP_S = 0.01  # sim time between plant updates
 WATCHDOG_EVERY_S = 0.5  # real seconds between WATCHDOG=1 (systemd WatchdogSec=2)
 FINISH_TIMEOUT_S = 5.0  # shutdown stage 1: vent and stop, in real seconds
-STARTUP_VENT_TIMEOUT_S = 5.0  # zones must read vented within this at start-up
+STARTUP_VENT_TIMEOUT_S = 5.0
+DEADMAN_HW_S = 0.5  # the external deadman's timeout in the simulated plant  # zones must read vented within this at start-up
 
 
 class StartupError(RuntimeError):
@@ -78,7 +80,10 @@ class App:
         self.rig: SimRig | None = None
         if hardware is None:
             if sim:
-                self.rig = build_sim(config, clock=self.clock.now)
+                # The plant fits the external hardware deadman, as the product does.
+                self.rig = build_sim(
+                    config, clock=self.clock.now, params=PlantParams(deadman_timeout_s=DEADMAN_HW_S)
+                )
                 hardware = self.rig.hardware
             else:
                 hardware = build_real_hardware(config, self.clock)
