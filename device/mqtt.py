@@ -1,0 +1,442 @@
+"""The MQTT bridge (DESIGN.md section 5): state out, commands in, Home Assistant discovery, sim topics.
+
+MQTT never runs inside the safety loop: the Device calls ``_on_change`` from the control loop and it
+only sets an event. A slow or dead broker delays nothing but this task, and broker trouble never
+raises out of it: the bridge reconnects with a capped exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import aiomqtt
+from aiomqtt import Message, MqttCodeError, MqttError, ProtocolVersion, TLSParameters, Will
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from device import commands as cmds
+from device.commands import CommandError, Reply
+from device.discovery import DeviceTopics, discovery_messages
+
+if TYPE_CHECKING:
+    from device.app import App
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 1.8  # reconnect delay min(1.8 ** tries, BACKOFF_CAP_S)
+BACKOFF_CAP_S = 30.0
+OPERATION_TIMEOUT_S = 5.0  # CONNACK, SUBACK, PUBACK
+SHUTDOWN_TIMEOUT_S = 1.5  # for the last "offline" and for the disconnect, each
+STATE_MIN_GAP_S = 0.2  # state is coalesced to at most 5 messages per second
+STATE_ACTIVE_EVERY_S = 1.0  # while a session runs (pressures move), at least this often
+STATE_IDLE_EVERY_S = 5.0  # otherwise
+PLANT_EVERY_S = 0.1  # sim/plant at 10 Hz
+COMMAND_RATE_PER_S = 20.0  # token bucket for cmd and sim/fault messages
+COMMAND_BURST = 40
+INCOMING_QUEUE_MAX = 1000  # messages beyond this (a flood the bucket cannot drain) are dropped
+AUTH_REFUSED = frozenset({4, 5, 134, 135})  # CONNACK: bad user name or password / not authorised
+ACTIVE = frozenset({"running", "paused", "finishing"})
+
+# When each incoming message reached the client's queue (for the MQTT 5 message expiry).
+_ARRIVED: weakref.WeakKeyDictionary[Message, float] = weakref.WeakKeyDictionary()
+
+
+class _StampedQueue(asyncio.Queue[Message]):
+    """The client's incoming message queue; notes the arrival time of every message."""
+
+    def put_nowait(self, item: Message) -> None:
+        """Queue ``item`` and remember when it arrived."""
+        _ARRIVED[item] = time.monotonic()
+        super().put_nowait(item)
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; ``take()`` is False when the bucket is empty."""
+
+    def __init__(self, *, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"token bucket needs rate > 0 and burst >= 1, got rate={rate}, burst={burst}")
+        self.rate = rate
+        self.burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def take(self) -> bool:
+        """Spend one token if there is one."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+def backoff_s(tries: int) -> float:
+    """Delay before reconnect attempt number ``tries`` (1 = after the first failure)."""
+    return min(BACKOFF_BASE ** tries, BACKOFF_CAP_S)
+
+
+def expiry_problem(properties: Properties | None, arrived_s: float, now_s: float) -> str | None:
+    """Why a message must not be executed because its MQTT 5 message expiry has passed, else None."""
+    interval = getattr(properties, "MessageExpiryInterval", None) if properties is not None else None
+    if interval is None:
+        return None
+    waited = now_s - arrived_s
+    if interval <= 0 or waited >= interval:
+        return f"message expired (MQTT 5 message expiry {interval} s) before it could run; not executed"
+    return None
+
+
+def is_auth_refusal(exc: BaseException) -> bool:
+    """True when the broker refused the CONNECT for the credentials (CONNACK 4/5 or 134/135)."""
+    if not isinstance(exc, MqttConnectError):
+        return False
+    rc = exc.rc
+    value = getattr(rc, "value", rc)
+    return isinstance(value, int) and value in AUTH_REFUSED
+
+
+def _broker_trouble(raised: BaseException) -> MqttError:
+    """The MqttError behind ``raised`` (bare, or from the serving task group); re-raises anything else."""
+    if isinstance(raised, MqttError):
+        return raised
+    assert isinstance(raised, ExceptionGroup)
+    trouble, rest = raised.split(MqttError)
+    if rest is not None or trouble is None:
+        raise raised
+    first: BaseException = trouble
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, MqttError)
+    return first
+
+
+def _peek_id(payload: bytes) -> str | None:
+    """The ``id`` of a command payload, if it has a usable one (for replies to refused messages)."""
+    try:
+        return cmds.request_id(cmds.decode_payload(payload))
+    except CommandError:
+        return None
+
+
+def _encode(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+
+
+class MqttBridge:
+    """Connects the Device to a broker and keeps it connected until the app stops."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        command_rate_per_s: float = COMMAND_RATE_PER_S,
+        command_burst: int = COMMAND_BURST,
+        state_min_gap_s: float = STATE_MIN_GAP_S,
+    ) -> None:
+        self.app = app
+        self.device = app.device
+        settings = app.config.mqtt
+        self.settings = settings
+        self.topics = DeviceTopics.of(settings.topic_prefix, self.device.device_id)
+        self.ha_status_topic = f"{settings.discovery_prefix}/status"
+        self.bucket = TokenBucket(rate=command_rate_per_s, burst=command_burst)
+        self.state_min_gap_s = state_min_gap_s
+        self.connects = 0  # successful connections so far (for tests and the dashboard)
+        self.states_published = 0
+        self._changed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._last_state_at = -1e9
+        self._auth_error_logged = False
+
+    # -- from the control loop -----------------------------------------------------------------
+
+    def _on_change(self, _reason: str) -> None:
+        """Device listener: only flags the change (never awaits, never blocks)."""
+        if threading.get_ident() == self._loop_thread:
+            self._changed.set()
+        elif self._loop is not None:  # a button thread: hand over to the event loop
+            self._loop.call_soon_threadsafe(self._changed.set)
+
+    # -- the task ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Wait for start-up, then stay connected until ``app.stop_event``; never raises on broker trouble."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        stop = self.app.stop_event
+        ready = asyncio.ensure_future(self.app.ready.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((ready, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            stopped.cancel()
+        if stop.is_set():
+            return
+        client = self._make_client()
+        if client is None:
+            await stop.wait()
+            return
+        unsubscribe = self.device.subscribe(self._on_change)
+        try:
+            async with asyncio.TaskGroup() as group:
+                connection = group.create_task(self._keep_connected(client), name="mqtt-connection")
+                await stop.wait()
+                connection.cancel()
+        finally:
+            unsubscribe()
+
+    def _make_client(self) -> aiomqtt.Client | None:
+        """The one client of this bridge, reused across reconnects; None when the settings are unusable."""
+        s = self.settings
+        try:
+            password = s.read_password()
+        except ValueError as exc:  # ConfigError: the password file cannot be read
+            log.error("MQTT disabled: %s", exc)
+            return None
+        tls_params = None
+        if s.tls.enabled:
+            tls_params = TLSParameters(
+                ca_certs=str(s.tls.ca_file) if s.tls.ca_file else None,  # None: the system's CAs
+                certfile=str(s.tls.cert_file) if s.tls.cert_file else None,
+                keyfile=str(s.tls.key_file) if s.tls.key_file else None,
+            )
+        will = Will(self.topics.availability, b"offline", qos=1, retain=True)
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username,
+            password=password,
+            identifier=s.client_id or f"massager-{self.device.device_id}",
+            protocol=ProtocolVersion.V5 if s.protocol == "5" else ProtocolVersion.V311,
+            will=will,
+            keepalive=s.keepalive_s,
+            timeout=OPERATION_TIMEOUT_S,
+            tls_params=tls_params,
+            tls_insecure=s.tls.insecure if s.tls.enabled else None,
+            queue_type=_StampedQueue,
+            max_queued_incoming_messages=INCOMING_QUEUE_MAX,
+        )
+
+    def _where(self) -> str:
+        s = self.settings
+        who = f" as user {s.username!r}" if s.username else ""
+        return f"{s.host}:{s.port}{' (TLS)' if s.tls.enabled else ''}{who}"
+
+    async def _keep_connected(self, client: aiomqtt.Client) -> None:
+        """Connect, serve, and on any broker trouble reconnect after a capped exponential backoff."""
+        tries = 0
+        stopping = False
+        while True:
+            try:
+                async with client:
+                    self.connects += 1
+                    log.info("MQTT connected to %s%s", self._where(), " again" if tries else "")
+                    tries = 0
+                    self._auth_error_logged = False
+                    try:
+                        await self._serve(client)
+                    except asyncio.CancelledError:
+                        stopping = True
+                        await self._say_offline(client)
+                        client.timeout = SHUTDOWN_TIMEOUT_S  # bounds the disconnect that follows
+                        raise
+            except (MqttError, ExceptionGroup) as raised:
+                exc = _broker_trouble(raised)
+                if stopping:
+                    log.debug("MQTT: disconnect at shutdown: %s", exc)
+                    return
+                if is_auth_refusal(exc):
+                    delay = BACKOFF_CAP_S
+                    if not self._auth_error_logged:
+                        self._auth_error_logged = True
+                        log.error("MQTT broker %s refused the credentials (%s); check mqtt.username and "
+                                  "mqtt.password / mqtt.password_file. Retrying every %.0f s",
+                                  self._where(), exc, delay)
+                    else:
+                        log.debug("MQTT credentials refused again (%s)", exc)
+                else:
+                    tries += 1
+                    delay = backoff_s(tries)
+                    level = logging.WARNING if tries == 1 else logging.DEBUG
+                    log.log(level, "MQTT broker %s: %s; retrying in %.1f s (attempt %d)",
+                            self._where(), exc or type(exc).__name__, delay, tries)
+            await asyncio.sleep(delay)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """After every connect: subscribe, announce, then run receiver and publishers until disconnected."""
+        subscriptions = [self.topics.cmd]
+        if self.app.rig is not None:
+            subscriptions.append(self.topics.sim_fault)
+        if self.settings.discovery:
+            subscriptions.append(self.ha_status_topic)
+        for topic in subscriptions:
+            await client.subscribe(topic, qos=1)
+        await client.publish(self.topics.availability, b"online", qos=1, retain=True)
+        await self._publish_state(client)
+        await self._publish_discovery(client)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._receive(client), name="mqtt-receive")
+            group.create_task(self._state_loop(client), name="mqtt-state")
+            if self.app.rig is not None:
+                group.create_task(self._plant_loop(client), name="mqtt-plant")
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """A clean disconnect suppresses the Will: publish the retained ``offline`` ourselves, bounded."""
+        try:
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                await self._publish_state(client)
+                await client.publish(self.topics.availability, b"offline", qos=1, retain=True)
+            log.info("MQTT: published offline")
+        except (MqttError, TimeoutError) as exc:
+            log.warning("MQTT: could not publish offline before disconnecting: %s", exc or "timed out")
+
+    # -- publishers ----------------------------------------------------------------------------
+
+    async def _publish_state(self, client: aiomqtt.Client) -> str:
+        """Publish the retained state now; returns its status."""
+        self._changed.clear()
+        state = self.device.state()
+        self._last_state_at = time.monotonic()
+        await client.publish(self.topics.state, _encode(state), qos=0, retain=True)
+        self.states_published += 1
+        return str(state["status"])
+
+    async def _state_loop(self, client: aiomqtt.Client) -> None:
+        """State on every change (coalesced) and periodically: every 1 s in a session, 5 s otherwise."""
+        status = str(self.device.state()["status"])
+        while True:
+            every = STATE_ACTIVE_EVERY_S if status in ACTIVE else STATE_IDLE_EVERY_S
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self._changed.wait()
+            gap = self._last_state_at + self.state_min_gap_s - time.monotonic()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            status = await self._publish_state(client)
+
+    async def _publish_discovery(self, client: aiomqtt.Client) -> None:
+        """Every Home Assistant discovery config, retained (none when discovery is off)."""
+        if not self.settings.discovery:
+            return
+        config = self.app.config
+        messages = discovery_messages(
+            device_id=self.device.device_id,
+            topic_prefix=self.settings.topic_prefix,
+            discovery_prefix=self.settings.discovery_prefix,
+            programs=list(self.app.library.names()),
+            thermistors=list(config.sensors.thermistors),
+            timer_max_min=config.session.timer_max_min,
+        )
+        for message in messages:
+            await client.publish(message.topic, message.payload(), qos=1, retain=True)
+        log.debug("MQTT: %d discovery configs published", len(messages))
+
+    async def _plant_loop(self, client: aiomqtt.Client) -> None:
+        """Plant truth on ``sim/plant`` at 10 Hz, read from the plant and the mock pins (not retained)."""
+        assert self.app.rig is not None
+        plant = self.app.rig.plant
+        next_at = time.monotonic()
+        while True:
+            await client.publish(self.topics.sim_plant, _encode(plant.truth()), qos=0)
+            next_at = max(next_at + PLANT_EVERY_S, time.monotonic())
+            await asyncio.sleep(next_at - time.monotonic())
+
+    # -- receiver ------------------------------------------------------------------------------
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        """Route every incoming message; yields to the safety loop between messages."""
+        async for message in client.messages:
+            topic = message.topic
+            if topic.matches(self.topics.cmd):
+                await self._command(client, message)
+            elif topic.matches(self.topics.sim_fault) and self.app.rig is not None:
+                await self._sim_fault(client, message)
+            elif topic.matches(self.ha_status_topic) and message.payload == b"online" and not message.retain:
+                log.info("MQTT: Home Assistant is online; re-publishing discovery")
+                await self._publish_discovery(client)
+                await self._publish_state(client)
+            await asyncio.sleep(0)
+
+    def _admit(self, message: Message) -> str | None:
+        """Why a message may not run (rate limit, MQTT 5 expiry), else None."""
+        if not self.bucket.take():
+            return (f"rate limited: more than {self.bucket.rate:g} commands per second "
+                    f"(burst {self.bucket.burst:g}); not executed")
+        arrived = _ARRIVED.get(message, time.monotonic())
+        return expiry_problem(message.properties, arrived, time.monotonic())
+
+    async def _command(self, client: aiomqtt.Client, message: Message) -> None:
+        """Run one ``cmd`` message and answer it on ``cmd/reply`` (and the MQTT 5 response topic)."""
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        refused = self._admit(message)
+        if refused is not None:
+            log.info("command refused: %s", refused)
+            reply = Reply(_peek_id(payload), False, refused)
+        else:
+            reply = self.device.handle_payload(payload, source="mqtt")
+        await self._reply(client, self.topics.cmd_reply, reply.as_dict(), message.properties)
+
+    async def _sim_fault(self, client: aiomqtt.Client, message: Message) -> None:
+        """Inject a plant fault from ``sim/fault`` and answer on ``sim/fault/reply``."""
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        data: Any = None
+        refused = self._admit(message)
+        if refused is not None:
+            answer: dict[str, Any] = {"id": _peek_id(payload), "ok": False, "error": refused}
+        else:
+            try:
+                data = cmds.decode_payload(payload)
+                result = self.device.inject_sim_fault(data)
+                answer = {"id": cmds.request_id(data), "ok": True, "error": None, "result": result}
+            except CommandError as exc:
+                answer = {"id": cmds.request_id(data), "ok": False, "error": str(exc)}
+        if not answer["ok"]:
+            log.info("sim fault refused: %s", answer["error"])
+        await self._reply(client, self.topics.sim_fault_reply, answer, message.properties)
+
+    async def _reply(
+        self, client: aiomqtt.Client, topic: str, answer: dict[str, Any], request: Properties | None
+    ) -> None:
+        """Publish ``answer`` on ``topic``, and on the MQTT 5 response topic with its correlation data."""
+        payload = _encode(answer)
+        await client.publish(topic, payload, qos=0)
+        response_topic = getattr(request, "ResponseTopic", None) if request is not None else None
+        if not response_topic:
+            return
+        if not self._response_topic_allowed(response_topic):
+            log.info("MQTT: response topic %r refused (wildcards or another device topic)", response_topic)
+            return
+        properties = Properties(PacketTypes.PUBLISH)
+        correlation = getattr(request, "CorrelationData", None)
+        if correlation is not None:
+            properties.CorrelationData = correlation
+        try:
+            await client.publish(response_topic, payload, qos=0, properties=properties)
+        except (ValueError, MqttCodeError) as exc:
+            log.info("MQTT: cannot reply on response topic %r: %s", response_topic, exc)
+
+    def _response_topic_allowed(self, topic: str) -> bool:
+        """A response topic may not hold wildcards nor point into this device's or discovery topics."""
+        if any(c in topic for c in "+#\0") or len(topic.encode()) > 1024:
+            return False
+        own = (self.topics.base + "/", self.settings.discovery_prefix + "/")
+        return topic == self.topics.cmd_reply or not topic.startswith(own)
+
+
+async def mqtt_task(app: App) -> None:
+    """The firmware's MQTT bridge task (installed by the app when ``mqtt.enabled``)."""
+    await MqttBridge(app).run()
