@@ -226,7 +226,7 @@ class Supervisor:
                 valid.append((name, value))
             if value is not None and value > s.trip_temp_c:
                 trip = FaultCode.OVER_TEMPERATURE, (
-                    f"thermistor {name} read {value:.1f} °C, trip is {s.trip_temp_c:.1f} °C"
+                    f"thermistor {name} read {_beside(value, s.trip_temp_c)} °C, trip is {s.trip_temp_c:.1f} °C"
                 )
         if self._temp_seen_t is None:
             self._temp_seen_t = t
@@ -353,7 +353,8 @@ class Supervisor:
             self._pressure_bad[zone] = 0
             if p > s.pressure_trip_mmhg[zone]:
                 trip = FaultCode.OVER_PRESSURE, (
-                    f"{zone} zone at {p:.1f} mmHg, trip is {s.pressure_trip_mmhg[zone]:.0f} mmHg"
+                    f"{zone} zone at {_beside(p, s.pressure_trip_mmhg[zone])} mmHg, "
+                    f"trip is {s.pressure_trip_mmhg[zone]:.0f} mmHg"
                 )
             # valve stuck closed: a venting zone must fall below the vented level by the deadline
             vent_since = self._vent_since[zone]
@@ -462,7 +463,13 @@ class Supervisor:
             if value is None:
                 return f"thermistor {name} still has no reading: {sample.errors.get(name, 'no value')}"
             if value > s.trip_temp_c:
-                return f"{name} still reads {value:.1f} °C, above the {s.trip_temp_c:.1f} °C trip"
+                shown = _beside(value, s.trip_temp_c)
+                return f"{name} still reads {shown} °C, above the {s.trip_temp_c:.1f} °C trip"
+            if code is FaultCode.OVER_TEMPERATURE and value > s.heat_target_max_c:
+                return (  # hysteresis: an over-heated pad must cool to the highest target first
+                    f"{name} still reads {value:.1f} °C; reset needs it at or below "
+                    f"{s.heat_target_max_c:.1f} °C (trip {s.trip_temp_c:.1f} °C)"
+                )
             if not s.sensor_min_c <= value <= s.sensor_max_c:
                 return (
                     f"thermistor {name} still reads {value:.1f} °C, outside "
@@ -506,3 +513,9 @@ class Supervisor:
 
 def _value(item: tuple[str, float]) -> float:
     return item[1]
+
+
+def _beside(value: float, limit: float) -> str:
+    """``value`` with one decimal, or two when one would print it equal to ``limit``."""
+    text = f"{value:.1f}"
+    return text if text != f"{limit:.1f}" else f"{value:.2f}"

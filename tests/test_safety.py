@@ -431,7 +431,9 @@ def test_safety_reset_refused_while_over_temperature_persists(supervisor: Superv
     reason = supervisor.reset(make_sample(1.0, temps={"pad_1": 47.0, "pad_2": 40.0}))
     assert reason == "pad_1 still reads 47.0 °C, above the 45.0 °C trip"
     assert supervisor.latched is not None
-    assert supervisor.reset(make_sample(20.0, temps={"pad_1": 44.0, "pad_2": 43.0})) is None
+    reason = supervisor.reset(make_sample(20.0, temps={"pad_1": 44.0, "pad_2": 43.0}))
+    assert reason == "pad_1 still reads 44.0 °C; reset needs it at or below 42.0 °C (trip 45.0 °C)"
+    assert supervisor.reset(make_sample(60.0, temps={"pad_1": 42.0, "pad_2": 41.0})) is None
     assert supervisor.latched is None
 
 

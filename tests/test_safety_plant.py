@@ -1,0 +1,294 @@
+"""The safety supervisor in a closed loop with the simulated plant: faults injected into the physics.
+
+Each test runs the drivers over mock pins at 20 Hz on virtual time; what happened is read from the
+plant and the pins (rig.plant), never from the supervisor's own report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from device.config import Config
+from device.safety import Expectations, Fault, FaultCode, Supervisor
+from device.sim import SimRig
+from drivers.clock import VirtualClock
+from modes.limits import ZONES, Zone
+from modes.signals import OFF, Command, Sample
+
+DT = 0.05
+NO_HEAT = Expectations(heat_target_c=None)
+CAPS: dict[Zone, float] = {"foot": 120.0, "ankle": 80.0, "calf": 60.0}
+
+Control = Callable[[float, Sample], Command]
+Expect = Callable[[float], Expectations]
+
+
+@dataclass
+class Bench:
+    """The rig, a supervisor and the loop of device/controller.py reduced to its safety path."""
+
+    rig: SimRig
+    clock: VirtualClock
+    supervisor: Supervisor
+    last: Sample | None = None
+    faults: list[Fault] = field(default_factory=list)
+
+    def run(self, seconds: float, control: Control, expect: Expect = lambda _t: NO_HEAT) -> Fault | None:
+        """Closed loop for ``seconds``; on a fault the outputs go off within the same pass."""
+        for _ in range(round(seconds / DT)):
+            now = self.clock.now()
+            sample = self.rig.hardware.read_sample()
+            self.last = sample
+            fault = self.supervisor.check(sample, expect(now))
+            if self.supervisor.latched is not None:
+                self.rig.hardware.safe_off()
+            else:
+                self.rig.hardware.apply(control(now, sample))
+            self.rig.plant.step(DT)
+            self.clock.advance(DT)
+            if fault is not None:
+                self.faults.append(fault)
+                return fault
+        return None
+
+    def idle(self, seconds: float) -> None:
+        """Keep the loop running with everything off (the fault state's outputs)."""
+        self.run(seconds, lambda _t, _s: OFF)
+
+    def reset(self) -> str | None:
+        """Ask for a reset with the latest sample, as the MQTT command and the panel do."""
+        assert self.last is not None
+        return self.supervisor.reset(self.last)
+
+
+@pytest.fixture
+def bench(rig: SimRig, clock: VirtualClock, config: Config) -> Bench:
+    """A supervisor on the default envelope watching the rig."""
+    return Bench(rig, clock, Supervisor(config.safety, thermistors=list(config.sensors.thermistors)))
+
+
+def hot(sample: Sample) -> float:
+    """The hotter thermistor (both must read)."""
+    values = [v for v in sample.temperature_c.values() if v is not None]
+    assert values, sample.errors
+    return max(values)
+
+
+def bang_bang(target_c: float, **others: float) -> Control:
+    """A bang-bang heater loop around ``target_c`` (full power below it), other outputs as given."""
+
+    def control(_t: float, sample: Sample) -> Command:
+        return Command(heater=1.0 if hot(sample) < target_c else 0.0, relay=True, **others)  # type: ignore[arg-type]
+
+    return control
+
+
+def inflate(zone: Zone, cap: float, *, hold_s: float = 3.0) -> tuple[Control, Expect]:
+    """Fill ``zone`` to ``cap`` at full pump, hold, then vent; the matching expectations."""
+    state: dict[str, float] = {}
+
+    def control(t: float, sample: Sample) -> Command:
+        p = sample.pressure_mmhg[zone] or 0.0
+        if "full_at" not in state and p >= cap - 1.0:
+            state["full_at"] = t
+        full_at = state.get("full_at")
+        if full_at is None:
+            return Command(pump=1.0, connected=frozenset({zone}), relay=True)
+        if t < full_at + hold_s:
+            return Command(connected=frozenset({zone}), relay=True)
+        return Command(relay=True)
+
+    def expect(t: float) -> Expectations:
+        full_at = state.get("full_at")
+        venting = full_at is not None and t >= full_at + hold_s
+        return Expectations(heat_target_c=None, setpoints_mmhg={} if venting else {zone: cap})
+
+    return control, expect
+
+
+def assert_safe(bench: Bench, *, vented: bool = True, except_zone: Zone | None = None) -> None:
+    """Every output off at once (from the pins); every zone below 10 mmHg by the vent deadline."""
+    plant = bench.rig.plant
+    assert plant.all_off(), plant.outputs()
+    if not vented:
+        return
+    bench.idle(3.0)
+    assert plant.all_off(), plant.outputs()
+    for zone in ZONES:
+        if zone != except_zone:
+            assert plant.pressure[zone] < 10.0, (zone, plant.pressure)
+
+
+# -- no false trips on a healthy plant -----------------------------------------------------------
+
+
+def test_safety_plant_heating_from_cold_to_target_and_holding_does_not_trip(bench: Bench) -> None:
+    heat = lambda _t: Expectations(heat_target_c=40.0)  # noqa: E731
+    assert bench.run(600.0, bang_bang(40.0), heat) is None
+    assert 39.0 < bench.rig.plant.sensor_c["pad_1"] < 41.0
+    assert bench.run(120.0, lambda _t, _s: Command(relay=True)) is None  # heat off: cooling is fine
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_safety_plant_inflating_each_zone_to_its_cap_and_venting_no_trip(bench: Bench, zone: Zone) -> None:
+    control, expect = inflate(zone, CAPS[zone])
+    assert bench.run(15.0, control, expect) is None
+    assert bench.rig.plant.pressure[zone] < 10.0
+
+
+def test_safety_plant_inflating_every_zone_together_does_not_trip(bench: Bench) -> None:
+    def control(_t: float, sample: Sample) -> Command:
+        full = (sample.pressure_mmhg["calf"] or 0.0) >= 55.0
+        return Command(pump=0.0 if full else 1.0, connected=frozenset(ZONES), relay=True)
+
+    setpoints = Expectations(heat_target_c=None, setpoints_mmhg=dict.fromkeys(ZONES, 55.0))
+    assert bench.run(12.0, control, lambda _t: setpoints) is None
+    assert all(bench.rig.plant.pressure[z] > 50.0 for z in ZONES)
+    assert bench.run(5.0, lambda _t, _s: Command(relay=True)) is None
+
+
+def test_safety_plant_rollers_starting_and_reversing_do_not_trip(bench: Bench) -> None:
+    def control(t: float, _s: Sample) -> Command:
+        direction = 1.0 if int(t) % 4 < 2 else -1.0  # reverse every 2 s, the driver dwells between
+        return Command(foot_rollers=direction, calf_rollers=-direction, relay=True)
+
+    assert bench.run(20.0, control) is None
+    peak = max(bench.rig.plant.motor_amps.values())
+    assert peak < 2.0
+
+
+# -- injected plant faults -----------------------------------------------------------------------
+
+
+def test_safety_plant_heater_runaway_latches_and_drops_the_relay(bench: Bench) -> None:
+    bench.rig.plant.inject("heater_runaway")
+    fault = bench.run(30.0, lambda _t, _s: Command(foot_rollers=0.5, relay=True))
+    assert fault is not None and fault.code is FaultCode.HEATER_RUNAWAY, fault
+    assert fault.t <= 12.0
+    assert not bench.rig.plant.relay_on
+    assert bench.rig.plant.heater_power() == 0.0
+    bench.idle(DT)
+    assert "still rising" in (bench.reset() or "")
+    assert_safe(bench)
+    bench.idle(10.0)  # with the relay open the stuck switch cannot heat: the pad cools
+    assert bench.reset() is None
+
+
+def test_safety_plant_heater_open_latches_not_heating(bench: Bench) -> None:
+    bench.rig.plant.inject("heater_open")
+    fault = bench.run(120.0, bang_bang(40.0), lambda _t: Expectations(heat_target_c=40.0))
+    assert fault is not None and fault.code is FaultCode.HEATER_NOT_HEATING, fault
+    assert 59.0 <= fault.t <= 62.0
+    assert_safe(bench)
+    assert bench.reset() is None  # judged again only by heating: a dead heater trips again
+
+
+@pytest.mark.parametrize("fault_name", ["thermistor_open", "thermistor_short"])
+def test_safety_plant_thermistor_fault_latches(bench: Bench, fault_name: str) -> None:
+    heat = lambda _t: Expectations(heat_target_c=40.0)  # noqa: E731
+    assert bench.run(5.0, bang_bang(40.0), heat) is None
+    bench.rig.plant.inject(fault_name, sensor="pad_2")
+    fault = bench.run(1.0, bang_bang(40.0), heat)
+    assert fault is not None and fault.code is FaultCode.TEMP_SENSOR_FAULT, fault
+    assert fault.t <= 5.0 + 3 * DT + 1e-9 and "pad_2" in fault.message
+    assert_safe(bench)
+    assert "pad_2 still has no reading" in (bench.reset() or "")
+    bench.rig.plant.clear_faults()
+    bench.idle(0.2)
+    assert bench.reset() is None
+
+
+def test_safety_plant_over_pressure_latches_and_vents(bench: Bench) -> None:
+    fault = bench.run(20.0, lambda _t, _s: Command(pump=1.0, connected=frozenset({"foot"}), relay=True))
+    assert fault is not None and fault.code is FaultCode.OVER_PRESSURE, fault
+    assert bench.rig.plant.pressure["foot"] < 135.0 + 5.0
+    assert_safe(bench)
+    assert bench.reset() is None
+
+
+def test_safety_plant_valve_stuck_closed_latches_and_reset_waits_for_the_vent(bench: Bench) -> None:
+    control, expect = inflate("foot", 100.0, hold_s=1.0)
+    bench.rig.plant.inject("valve_stuck_closed", zone="foot")
+    fault = bench.run(20.0, control, expect)
+    assert fault is not None and fault.code is FaultCode.VALVE_STUCK, fault
+    assert not bench.rig.plant.relay_on
+    assert_safe(bench, except_zone="foot")
+    assert bench.rig.plant.pressure["foot"] > 10.0  # the physical truth: the stuck valve holds the air
+    assert "foot zone still at" in (bench.reset() or "")
+    bench.rig.plant.clear_faults()
+    bench.idle(3.0)
+    assert bench.rig.plant.pressure["foot"] < 10.0
+    assert bench.reset() is None
+
+
+@pytest.mark.parametrize("fault_name", ["valve_stuck_open", "pump_dead"])
+def test_safety_plant_air_faults_latch_pressure_not_rising(bench: Bench, fault_name: str) -> None:
+    bench.rig.plant.inject(fault_name, **({"zone": "calf"} if fault_name == "valve_stuck_open" else {}))
+    control, expect = inflate("calf", CAPS["calf"])
+    fault = bench.run(20.0, control, expect)
+    assert fault is not None and fault.code is FaultCode.PRESSURE_NOT_RISING, fault
+    assert fault.t <= 2.0 + 2 * DT
+    assert_safe(bench)
+    assert bench.reset() is None
+
+
+def test_safety_plant_pump_overrun_latches(bench: Bench) -> None:
+    control = lambda _t, _s: Command(pump=0.5, connected=frozenset(ZONES), relay=True)  # noqa: E731
+    fault = bench.run(20.0, control)
+    assert fault is not None and fault.code is FaultCode.PUMP_OVERRUN, fault
+    assert 10.0 <= fault.t <= 10.1
+    assert_safe(bench)
+
+
+@pytest.mark.parametrize("motor", ["foot_rollers", "calf_rollers"])
+def test_safety_plant_motor_stall_latches(bench: Bench, motor: str) -> None:
+    assert bench.run(2.0, lambda _t, _s: Command(**{motor: 0.8}, relay=True)) is None  # type: ignore[arg-type]
+    bench.rig.plant.inject("motor_stall", motor=motor)
+    fault = bench.run(2.0, lambda _t, _s: Command(**{motor: 0.8}, relay=True))  # type: ignore[arg-type]
+    assert fault is not None and fault.code is FaultCode.MOTOR_STALL and motor in fault.message, fault
+    assert fault.t <= 2.0 + 0.5 + 2 * DT
+    stalled = bench.last
+    assert_safe(bench)
+    assert stalled is not None and "still on" in (bench.supervisor.reset(stalled) or "")
+    assert bench.reset() is None
+
+
+def test_safety_plant_i2c_dead_latches_bus_fault(bench: Bench) -> None:
+    control, expect = inflate("ankle", 70.0)
+    assert bench.run(2.0, control, expect) is None
+    bench.rig.plant.inject("i2c_dead")
+    fault = bench.run(1.0, control, expect)
+    assert fault is not None and fault.code is FaultCode.SENSOR_BUS_FAULT, fault
+    assert fault.t == pytest.approx(2.0 + 2 * DT)
+    assert_safe(bench)
+    assert "sensor bus still fails" in (bench.reset() or "")
+    bench.rig.plant.clear_faults()
+    bench.idle(0.1)
+    assert bench.reset() is None
+
+
+def test_safety_plant_over_temperature_latches(bench: Bench) -> None:
+    plant = bench.rig.plant
+    plant.pad_c = 43.0
+    plant.sensor_c = dict.fromkeys(plant.sensor_c, 43.0)
+    fault = bench.run(120.0, lambda _t, _s: Command(heater=1.0, relay=True))  # a loop that forgot its target
+    assert fault is not None and fault.code is FaultCode.OVER_TEMPERATURE, fault
+    assert plant.sensor_c["pad_1"] < 45.5
+    assert_safe(bench, vented=False)
+    bench.idle(DT)
+    assert "reset needs it at or below 42.0 °C" in (bench.reset() or "")
+    bench.idle(200.0)
+    assert bench.reset() is None
+
+
+def test_safety_plant_heater_over_target_latches(bench: Bench) -> None:
+    plant = bench.rig.plant
+    plant.pad_c = 41.5
+    plant.sensor_c = dict.fromkeys(plant.sensor_c, 41.5)
+    heat = lambda _t: Expectations(heat_target_c=40.0)  # noqa: E731
+    fault = bench.run(120.0, bang_bang(43.0), heat)  # a loop aiming 3 °C above the session's target
+    assert fault is not None and fault.code is FaultCode.HEATER_OVER_TARGET, fault
+    assert_safe(bench, vented=False)
