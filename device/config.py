@@ -7,7 +7,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from drivers.pressure import pressure_limits_v
 from drivers.thermistor import OPEN_FRACTION
@@ -26,6 +34,13 @@ AdcChannel = Annotated[int, Field(ge=0, le=3, description="ADS1115 single-ended 
 
 class ConfigError(ValueError):
     """A config file could not be read or is not valid; the message names the field."""
+
+
+def _merged_with_defaults(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A per-zone (or per-motor) table that names some keys keeps the defaults of the others."""
+    assert info.field_name is not None
+    default = model.model_fields[info.field_name].default
+    return {**default, **value} if isinstance(value, dict) else value
 
 
 class Model(BaseModel):
@@ -194,12 +209,13 @@ class Sensors(Model):
     }
     rail: RailInput = RailInput(address=0x49, channel=3)
 
+    @field_validator("pressure", "motor_current", mode="before")
+    @classmethod
+    def _keep_other_defaults(cls, value: Any, info: ValidationInfo) -> Any:
+        return _merged_with_defaults(cls, value, info)
+
     @model_validator(mode="after")
     def _check_inputs(self) -> Self:
-        for group, needed in (("pressure", limits.ZONES), ("motor_current", ("foot_rollers", "calf_rollers"))):
-            missing = [n for n in needed if n not in getattr(self, group)]
-            if missing:
-                raise ValueError(f"{group} needs an input for {', '.join(missing)}")
         for name in self.thermistors:
             if name in RESERVED_SENSOR_NAMES or not name.isidentifier() or not name.islower():
                 raise ValueError(
@@ -275,6 +291,11 @@ class Safety(Model):
     bus_errors_max: int = Field(limits.BUS_ERRORS_MAX, ge=1)
     loop_stale_s: float = Field(limits.LOOP_STALE_S, ge=0.15)
 
+    @field_validator("pressure_trip_mmhg", "pressure_cap_mmhg", mode="before")
+    @classmethod
+    def _keep_other_defaults(cls, value: Any, info: ValidationInfo) -> Any:
+        return _merged_with_defaults(cls, value, info)
+
     @model_validator(mode="after")
     def _never_loosen(self) -> Self:
         upper = {  # larger is looser
@@ -320,8 +341,6 @@ class Safety(Model):
                 "a config may tighten the safety envelope, never loosen it"
             )
         for zone in limits.ZONES:
-            if zone not in self.pressure_trip_mmhg or zone not in self.pressure_cap_mmhg:
-                raise ValueError(f"pressure_trip_mmhg and pressure_cap_mmhg need a value for {zone}")
             trip = self.pressure_trip_mmhg[zone]
             cap = self.pressure_cap_mmhg[zone]
             _tighten(trip, limits.PRESSURE_TRIP_MMHG[zone], f"pressure_trip_mmhg.{zone}", unit=" mmHg")
