@@ -1,0 +1,155 @@
+"""The persistent fault log: one JSON object per line under the state directory, size-bounded with rotation.
+
+Each append is written, flushed and fsynced before it returns. A power cut can at worst leave a torn
+last line; it never touches earlier lines, the next append starts on a fresh line, and readers skip
+the torn fragment with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from device.config import Config
+
+log = logging.getLogger(__name__)
+
+FAULT_LOG_NAME = "faults.jsonl"
+MAX_BYTES = 256 * 1024
+BACKUPS = 3
+
+
+class FaultLog:
+    """Appends fault entries to ``path`` (JSON lines), rotating to ``path.1`` .. ``path.N`` when full."""
+
+    def __init__(self, path: Path, *, max_bytes: int = MAX_BYTES, backups: int = BACKUPS) -> None:
+        if max_bytes < 1024:
+            raise ValueError(f"max_bytes must be at least 1024, got {max_bytes}")
+        if not 0 <= backups <= 20:
+            raise ValueError(f"backups must be 0-20, got {backups}")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._lock = threading.Lock()
+
+    def files(self) -> list[Path]:
+        """The log files that exist, oldest first."""
+        candidates = [self._backup(i) for i in range(self.backups, 0, -1)] + [self.path]
+        return [p for p in candidates if p.exists()]
+
+    def _backup(self, index: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{index}")
+
+    def append(self, entry: dict[str, Any]) -> None:
+        """Append one entry as a JSON line, durably (write, flush, fsync); raises OSError on failure."""
+        line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            size = self.path.stat().st_size if self.path.exists() else 0
+            if size and size + len(line) > self.max_bytes:
+                self._rotate()
+                size = 0
+            created = size == 0 and not self.path.exists()
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                if size and not _ends_with_newline(fd, size):
+                    line = b"\n" + line  # a torn last line from a power cut stays its own (skipped) line
+                _write_all(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                _fsync_dir(self.path.parent)
+
+    def _rotate(self) -> None:
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+        else:
+            for index in range(self.backups - 1, 0, -1):
+                if self._backup(index).exists():
+                    os.replace(self._backup(index), self._backup(index + 1))
+            os.replace(self.path, self._backup(1))
+        _fsync_dir(self.path.parent)
+        log.info("fault log rotated (%s)", self.path)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every readable entry, oldest first across rotated files; torn or bad lines are skipped."""
+        found: list[dict[str, Any]] = []
+        for path in self.files():
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue  # rotated away while we looked
+            for number, raw in enumerate(data.splitlines(), start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    entry = json.loads(raw)
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    log.warning("%s line %d is torn or corrupt, skipped: %s", path, number, exc)
+                    continue
+                if not isinstance(entry, dict):
+                    log.warning("%s line %d is not a JSON object, skipped", path, number)
+                    continue
+                found.append(entry)
+        return found
+
+
+def _ends_with_newline(fd: int, size: int) -> bool:
+    return os.pread(fd, 1, size - 1) == b"\n"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a created or renamed file's directory entry durable (best effort)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def format_entry(entry: dict[str, Any]) -> str:
+    """One human line: local time, code, message."""
+    since = entry.get("since")
+    if isinstance(since, int | float) and not isinstance(since, bool):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+    else:
+        when = "????-??-?? ??:??:??"
+    return f"{when}  {entry.get('code', '?')}  {entry.get('message', '')}"
+
+
+def faults_main(args: argparse.Namespace, config: Config) -> int:
+    """``massager faults [--json]``: print the persistent fault log, oldest first."""
+    fault_log = FaultLog(config.state_dir / FAULT_LOG_NAME)
+    try:
+        entries = fault_log.entries()
+    except OSError as exc:
+        print(f"cannot read the fault log in {config.state_dir}: {exc}", file=sys.stderr)
+        return 1
+    if getattr(args, "json", False):
+        print(json.dumps(entries, ensure_ascii=False, indent=2))
+    elif not entries:
+        print("no faults recorded")
+    else:
+        for entry in entries:
+            print(format_entry(entry))
+    return 0
