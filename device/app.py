@@ -208,6 +208,7 @@ class App:
     async def run(self) -> int:
         """Run until stopped; returns the exit status. Outputs end off whatever happens."""
         self.deadman.start()
+        status = 0
         try:
             if self.rig is not None:
                 plant = asyncio.create_task(self.plant_task(), name="plant")
@@ -219,11 +220,10 @@ class App:
                 for name, factory in self.extra_tasks.items():
                     group.create_task(factory(self), name=name)
                 group.create_task(self._shutdown_when_stopped(), name="shutdown")
-            return 0
         except* Exception as group:
             for exc in group.exceptions:
                 log.critical("task crashed: %r", exc, exc_info=exc)
-            return 1
+            status = 1
         finally:
             self.hardware.safe_off()
             self.deadman.stop()
@@ -233,6 +233,7 @@ class App:
                 self.rig.factory.close()
             self.store.save(self.device.stored)
             sdnotify.stopping()
+        return status
 
     async def _shutdown_when_stopped(self) -> None:
         await self.stop_event.wait()

@@ -129,7 +129,7 @@ class Hardware:
             self.pump.off()
         self.rollers["foot_rollers"].drive(command.foot_rollers)
         self.rollers["calf_rollers"].drive(command.calf_rollers)
-        self.heater.set_duty(command.heater)
+        self.heater.set_duty(min(command.heater, self.heater.max_duty))  # max_duty is a wiring limit
 
     def safe_off(self) -> None:
         """The driver-level safe state: heater, pump and rollers off, every zone venting, relay open.
