@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,7 @@ class App:
         self.deadman = Deadman(timeout_s=config.safety.loop_stale_s, on_trip=self._deadman_trip)
         self.ready = asyncio.Event()
         self.stop_event = asyncio.Event()
-        self.extra_tasks: dict[str, Callable[[App], Awaitable[None]]] = {}
+        self.extra_tasks: dict[str, Callable[[App], Coroutine[Any, Any, None]]] = {}
         self._last_watchdog = 0.0
         self._signals = 0
 
