@@ -39,7 +39,8 @@ PLANT_STEP_S = 0.01  # sim time between plant updates
 WATCHDOG_EVERY_S = 0.5  # real seconds between WATCHDOG=1 (systemd WatchdogSec=2)
 FINISH_TIMEOUT_S = 5.0  # shutdown stage 1: vent and stop, in real seconds
 STARTUP_VENT_TIMEOUT_S = 5.0
-DEADMAN_HW_S = 0.5  # the external deadman's timeout in the simulated plant  # zones must read vented within this at start-up
+DEADMAN_HW_S = 0.5
+PIN_HISTORY_MAX = 2000  # the external deadman's timeout in the simulated plant  # zones must read vented within this at start-up
 
 
 class StartupError(RuntimeError):
@@ -182,6 +183,8 @@ class App:
 
         def after_pass(sample: Any) -> None:
             original(sample)
+            if self.deadman.tripped and self.supervisor.latched is None:
+                self.deadman.rearm()  # the stall fault was reset: watch for the next one
             self.deadman.feed()
             now = time.monotonic()
             if now - self._last_watchdog >= WATCHDOG_EVERY_S:
@@ -198,12 +201,16 @@ class App:
         """Advance the simulated plant with the clock."""
         assert self.rig is not None
         plant = self.rig.plant
+        pins = [self.rig.factory.pin(getattr(self.config.pins, name)) for name in self.config.pins.LOADS]
         last = self.clock.now()
         while not self.stop_event.is_set():
             await self.clock.sleep(PLANT_STEP_S)
             now = self.clock.now()
             plant.step(min(now - last, 1.0))
             last = now
+            for pin in pins:  # mock pins keep every change; keep the history short in long runs
+                if len(pin.states) > PIN_HISTORY_MAX:
+                    del pin.states[: -PIN_HISTORY_MAX // 2]
 
     async def run(self) -> int:
         """Run until stopped; returns the exit status. Outputs end off whatever happens."""
