@@ -16,9 +16,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from modes.library import load_library
-from modes.session import Session, SessionSettings, Status
-
 from device import sdnotify
 from device.api import Device
 from device.config import Config
@@ -29,18 +26,20 @@ from device.hardware import Hardware
 from device.persist import StateStore
 from device.safety import Fault, FaultCode, Supervisor
 from device.sim import SimRig, build_sim
-from drivers.sim.plant import PlantParams
 from drivers.clock import Clock, ScaledClock
+from drivers.sim.plant import PlantParams
+from modes.library import load_library
 from modes.limits import ZONES
+from modes.session import Session, SessionSettings, Status
 
 log = logging.getLogger(__name__)
 
 PLANT_STEP_S = 0.01  # sim time between plant updates
 WATCHDOG_EVERY_S = 0.5  # real seconds between WATCHDOG=1 (systemd WatchdogSec=2)
 FINISH_TIMEOUT_S = 5.0  # shutdown stage 1: vent and stop, in real seconds
-STARTUP_VENT_TIMEOUT_S = 5.0
-DEADMAN_HW_S = 0.5
-PIN_HISTORY_MAX = 2000  # the external deadman's timeout in the simulated plant  # zones must read vented within this at start-up
+STARTUP_VENT_TIMEOUT_S = 5.0  # zones must read vented within this at start-up
+DEADMAN_HW_S = 0.5  # the external deadman's timeout in the simulated plant
+PIN_HISTORY_MAX = 2000  # mock pin state changes kept per pin in long simulations
 
 
 class StartupError(RuntimeError):
