@@ -18,10 +18,15 @@ class RollerDrive:
         self._stopped_at: float | None = None
         self._last_now: float | None = None
 
-    def reset(self) -> None:
-        """Forget the direction schedule (a new session or a resume starts rolling upward)."""
+    def reset(self, now: float) -> None:
+        """Start afresh from rest (session start, resume): stand still REST_S first, then roll upward.
+
+        The rest also covers the motor driver's own dwell after the idle session kept it stopped.
+        """
         self._direction = 1.0
         self._direction_since = None
+        if self.speed == 0.0:
+            self._stopped_at = now
 
     def step(self, now: float, plan: RollerPlan | None, scale: float) -> float:
         """The signed speed for this tick, ramped toward what ``plan`` asks at ``scale``."""

@@ -81,8 +81,8 @@ class ProgramRunner:
     def restart(self, now: float) -> None:
         """Start from a clean slate (session start, resume): zones vented, rollers from rest, upward."""
         self.airbags.vent_all(now)
-        self.foot_rollers.reset()
-        self.calf_rollers.reset()
+        self.foot_rollers.reset(now)
+        self.calf_rollers.reset(now)
         self.heat.reset()
 
     def run(

@@ -1,0 +1,124 @@
+"""Every built-in program on the simulated plant in virtual time, judged from the plant's own record."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from device.config import Config
+from device.sim import SimRig
+from drivers.clock import VirtualClock
+from modes.limits import ZONES
+from modes.rollers import RAMP_PER_S, REST_S
+from modes.session import Status
+from tests.session_sim import DT, Sim, Trace, builtin_library, onsets, pump_runs_s, settings_for
+
+BUILTIN = builtin_library().names()
+
+
+def _assert_waves_go_up_the_leg(trace: Trace, indices: range, at_least: int) -> None:
+    bursts = onsets(trace, indices)
+    multi = [b for b in bursts if len(b) > 1]
+    assert len(multi) >= at_least, f"too few multi-zone waves to judge: {bursts[:5]}"
+    for burst in bursts:
+        order = [ZONES.index(z) for z in burst]
+        assert order == sorted(set(order)), f"wave out of order (must go foot -> ankle -> calf): {burst}"
+
+
+def _assert_rollers_reverse_through_a_stop(trace: Trace) -> None:
+    for motor in ("foot_rollers", "calf_rollers"):
+        speeds = [float(o[motor]) for o in trace.outputs]
+        last_nonzero = 0.0
+        stopped_since: float | None = None
+        for i in range(1, len(speeds)):
+            before, now = speeds[i - 1], speeds[i]
+            assert abs(now - before) <= RAMP_PER_S * DT + 1e-6, f"{motor} jumped {before} -> {now}"
+            if now == 0.0:
+                if stopped_since is None:
+                    stopped_since = trace.t[i]
+            else:
+                if last_nonzero * now < 0:
+                    assert stopped_since is not None and trace.t[i] - stopped_since >= REST_S - 1e-6
+                last_nonzero, stopped_since = now, None
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_runner_builtin_program_runs_start_to_finish(
+    name: str, rig: SimRig, clock: VirtualClock, config: Config
+) -> None:
+    sim = Sim(rig, clock, config)
+    caps = config.safety.pressure_cap_mmhg
+    program = builtin_library().get(name)
+    sim.session.start(clock.now(), program=name, intensity=3)  # default 15-minute timer
+    expected_s = 900.0 if program.fills_timer else program.pass_s
+    wall = time.perf_counter()
+    took = sim.run_until_idle(expected_s + 30.0)
+    wall = time.perf_counter() - wall
+    trace = sim.trace
+
+    assert sim.session.status is Status.IDLE
+    assert expected_s <= took <= expected_s + 5.0, f"session took {took:.1f} s, expected {expected_s:.0f} s"
+    assert trace.faults == [], f"the safety supervisor tripped: {trace.faults[0]}"
+    for zone in ZONES:
+        peak = max(trace.pressure[zone])
+        assert peak <= caps[zone], f"{zone} reached {peak:.1f} mmHg, cap {caps[zone]}"
+    _assert_waves_go_up_the_leg(trace, range(len(trace.t)), at_least=round(expected_s / 60.0))
+    # end of the session: everything vented and off, in the plant
+    assert all(rig.plant.pressure[z] < 10.0 for z in ZONES), rig.plant.truth()["pressure_mmhg"]
+    sim.tick()
+    assert rig.plant.all_off(), rig.plant.outputs()
+    # the first minute is gentler than the middle of the session
+    first = trace.peak_share(caps, trace.window(0.0, 60.0))
+    middle = trace.peak_share(caps, trace.window(expected_s * 0.4, expected_s * 0.6))
+    assert first < middle * 0.8, f"first minute {first:.2f} of the cap, middle {middle:.2f}"
+    # the end of the cool-down is lighter than the middle (a wave under way finishes first)
+    cool_half = program.phase_s("cool_down") / 2
+    ending = trace.peak_share(caps, trace.window(expected_s - cool_half, expected_s + 30.0))
+    assert ending < middle * 0.8, f"end of the cool-down {ending:.2f} of the cap, middle {middle:.2f}"
+    _assert_rollers_reverse_through_a_stop(trace)
+    assert max(pump_runs_s(trace)) < 8.0
+    assert wall < 15.0, f"a {expected_s / 60:.0f}-minute session took {wall:.1f} s of wall time"
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_runner_intensity_scales_pressure_within_caps(
+    name: str, rig: SimRig, clock: VirtualClock, config: Config
+) -> None:
+    """Intensity 1-5, one partial run each (warm-up plus a minute of work): caps hold, 5 > 1."""
+    caps = config.safety.pressure_cap_mmhg
+    program = builtin_library().get(name)
+    work_from = program.phase_s("warm_up")
+    peaks: dict[int, dict[str, float]] = {}
+    for intensity in range(1, 6):
+        sim = Sim(rig, clock, config, record_outputs=False)
+        sim.session.start(clock.now(), program=name, intensity=intensity)
+        begin = clock.now()
+        sim.run(work_from + 60.0)
+        sim.session.stop(clock.now())
+        sim.run_until_idle(10.0)
+        trace = sim.trace
+        assert trace.faults == [], f"intensity {intensity}: supervisor tripped: {trace.faults[0]}"
+        for zone in ZONES:
+            assert max(trace.pressure[zone]) <= caps[zone], f"intensity {intensity}: {zone} over its cap"
+        work = trace.window(begin + work_from, begin + work_from + 60.0)
+        peaks[intensity] = {z: max(trace.pressure[z][i] for i in work) for z in ZONES}
+        sim.run(3.0)  # rest between runs so the next one starts vented
+    for zone in ZONES:
+        low, high = peaks[1][zone], peaks[5][zone]
+        assert high > low * 1.4 > 0.0, f"{zone}: intensity 1 pressed {low:.1f} mmHg, intensity 5 {high:.1f}"
+
+
+def test_runner_lower_configured_caps_are_never_passed(
+    rig: SimRig, clock: VirtualClock, config: Config
+) -> None:
+    """A user with sensitive calves sets a low calf cap: intensity 5 of a firm program stays below it."""
+    caps = {"foot": 90.0, "ankle": 50.0, "calf": 25.0}
+    sim = Sim(rig, clock, config, settings=settings_for(config, pressure_cap_mmhg=caps))
+    sim.session.start(clock.now(), program="recovery", intensity=5)
+    sim.run(300.0)
+    assert sim.trace.faults == []
+    for zone in ZONES:
+        peak = max(sim.trace.pressure[zone])
+        assert peak <= caps[zone], f"{zone} reached {peak:.1f} mmHg, configured cap {caps[zone]}"
+        assert peak > caps[zone] * 0.6, f"{zone} barely pressed ({peak:.1f} mmHg)"
