@@ -497,8 +497,8 @@ class Supervisor:
             if hot > limit:
                 return f"the pad still reads {hot:.1f} °C, above target + margin {limit:.1f} °C"
         if code is FaultCode.HEATER_RUNAWAY:
-            for name, history in self._cooling.items():
-                if len(history) >= 2 and history[-1][1] - history[0][1] >= s.runaway_rise_c:
+            for name, history in self._cooling.items():  # hysteresis: still warming at half the trip rate
+                if len(history) >= 2 and history[-1][1] - history[0][1] >= s.runaway_rise_c / 2:
                     return (
                         f"thermistor {name} still rising with the heater off: "
                         f"+{history[-1][1] - history[0][1]:.2f} °C in {history[-1][0] - history[0][0]:.1f} s"
