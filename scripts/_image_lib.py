@@ -20,7 +20,15 @@ REPO = Path(__file__).resolve().parent.parent
 PAYLOAD_DIR = "massager"  # on the boot partition: what the first boot installs
 BUNDLE_DIR = "massager-provision"  # on the boot partition: per-device settings (scripts/provision)
 DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z: FAT timestamps when SOURCE_DATE_EPOCH is not set
-FAT_TYPES = {"b", "c", "e", "6", "ef", "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7"}
+FAT_TYPES = {
+    "b",
+    "c",
+    "e",
+    "6",
+    "ef",
+    "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
+    "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7",
+}
 LINUX_TYPES = {"83", "0fc63daf-8483-4772-8e79-3d69d8477de4", "b921b045-1df0-41c3-af44-4c6f280d3fae"}
 PACKAGES = {  # the Debian package that brings each tool (scripts/bootstrap installs them)
     "sfdisk": "fdisk",
@@ -56,7 +64,9 @@ def tool(name: str) -> str:
     return found
 
 
-def run(args: list[str], *, what: str, env: Mapping[str, str] | None = None, data: bytes | None = None) -> bytes:
+def run(
+    args: list[str], *, what: str, env: Mapping[str, str] | None = None, data: bytes | None = None
+) -> bytes:
     """Run a tool and return its stdout; a failure becomes a ToolError that starts with `what`."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
@@ -101,7 +111,9 @@ def read_partitions(image: Path, name: str | None = None) -> list[Partition]:
     for i, p in enumerate(table.get("partitions", []), start=1):
         digits = re.search(r"(\d+)$", str(p["node"]))
         number = int(digits.group(1)) if digits else i
-        parts.append(Partition(number, int(p["start"]) * sector, int(p["size"]) * sector, str(p["type"]).lower()))
+        parts.append(
+            Partition(number, int(p["start"]) * sector, int(p["size"]) * sector, str(p["type"]).lower())
+        )
     return parts
 
 
@@ -122,15 +134,20 @@ def boot_and_root(image: Path, name: str | None = None) -> tuple[Partition, Part
 class BootFs:
     """The FAT boot partition inside an image or on a card, read and written with mtools (no root, no mount)."""
 
-    def __init__(self, image: Path, partition: Partition, *, epoch: int | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, image: Path, partition: Partition, *, epoch: int | None = None, name: str | None = None
+    ) -> None:
         self.image = image
         self.name = name or str(image)
         self.spec = f"{image}@@{partition.offset}"
         self.epoch = source_date_epoch() if epoch is None else epoch
         # Fixed times in UTC, no user mtoolsrc, no questions about name clashes.
-        self.env = {"TZ": "UTC", "SOURCE_DATE_EPOCH": str(self.epoch), "MTOOLSRC": "/dev/null",
-                    "MTOOLS_SKIP_CHECK": "1"}
+        self.env = {
+            "TZ": "UTC",
+            "SOURCE_DATE_EPOCH": str(self.epoch),
+            "MTOOLSRC": "/dev/null",
+            "MTOOLS_SKIP_CHECK": "1",
+        }
 
     def _run(self, args: list[str], what: str, data: bytes | None = None) -> bytes:
         return run([args[0], "-i", self.spec, *args[1:]], what=what, env=self.env, data=data)
@@ -149,7 +166,9 @@ class BootFs:
         """Whether a file or directory exists."""
         proc = subprocess.run(
             [tool("mdir"), "-i", self.spec, "-b", f"::/{path}"],
-            capture_output=True, env={**os.environ, **self.env}, check=False,
+            capture_output=True,
+            env={**os.environ, **self.env},
+            check=False,
         )
         return proc.returncode == 0
 
@@ -192,9 +211,7 @@ class RootFs:
         self.spec = f"{image}?offset={partition.offset}"
 
     def _debugfs(self, request: str) -> str:
-        proc = subprocess.run(
-            [tool("debugfs"), "-R", request, self.spec], capture_output=True, check=False
-        )
+        proc = subprocess.run([tool("debugfs"), "-R", request, self.spec], capture_output=True, check=False)
         err = proc.stderr.decode(errors="replace")
         if proc.returncode != 0 or "Filesystem not open" in err or "Bad magic number" in err:
             raise ToolError(f"{self.name}: the root partition is not a readable ext4 file system")
@@ -253,4 +270,6 @@ def sha256sums(files: Mapping[str, bytes], prefix: str) -> bytes:
 
 def install_list(entries: Iterable[tuple[str, str, str]]) -> bytes:
     """The install list read by the device: `MODE GROUP DEST` per line, sorted by destination."""
-    return "".join(f"{mode} {group} {dest}\n" for mode, group, dest in sorted(entries, key=lambda e: e[2])).encode()
+    return "".join(
+        f"{mode} {group} {dest}\n" for mode, group, dest in sorted(entries, key=lambda e: e[2])
+    ).encode()

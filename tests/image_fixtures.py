@@ -38,7 +38,9 @@ def make_base_image(
     rootfs = work / "rootfs"
     (rootfs / "etc").mkdir(parents=True)
     (rootfs / "usr" / "lib" / python).mkdir(parents=True)
-    (rootfs / "etc" / "os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_ID="12"\n')
+    (rootfs / "etc" / "os-release").write_text(
+        'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_ID="12"\n'
+    )
     (rootfs / "etc" / "fstab").write_text(STOCK_FSTAB)
     for p in rootfs.rglob("*"):
         os.utime(p, (1_600_000_000, 1_600_000_000))
@@ -56,8 +58,18 @@ def make_base_image(
     with root_part.open("wb") as f:
         f.truncate(ROOT_SECTORS * SECTOR)
     uuid = "11111111-2222-3333-4444-555555555555"
-    sh("mkfs.ext4", "-q", "-d", rootfs, "-U", uuid, "-E", f"root_owner=0:0,hash_seed={uuid}", root_part,
-       env={"E2FSPROGS_FAKE_TIME": "1600000000"})
+    sh(
+        "mkfs.ext4",
+        "-q",
+        "-d",
+        rootfs,
+        "-U",
+        uuid,
+        "-E",
+        f"root_owner=0:0,hash_seed={uuid}",
+        root_part,
+        env={"E2FSPROGS_FAKE_TIME": "1600000000"},
+    )
     image = tmp / name
     with image.open("wb") as f:
         f.truncate((ROOT_START + ROOT_SECTORS + 2048) * SECTOR)
@@ -89,17 +101,25 @@ def make_wheelhouse(tmp: Path, *, default_toml: bytes | None = DEFAULT_TOML) -> 
         members["device/default.toml"] = default_toml
     _wheel(house, "massager-0.1.0-py3-none-any.whl", members)
     _wheel(house, "smbus2-0.5.0-py2.py3-none-any.whl", {"smbus2/__init__.py": b"# smbus2\n"})
-    _wheel(house, "pydantic_core-2.27.2-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl",
-           {"pydantic_core/__init__.py": b"# core\n"})
+    _wheel(
+        house,
+        "pydantic_core-2.27.2-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl",
+        {"pydantic_core/__init__.py": b"# core\n"},
+    )
     return house
 
 
-def run_script(name: str, *args: str | Path, env: dict[str, str] | None = None,
-               stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_script(
+    name: str, *args: str | Path, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run one of scripts/ as the technician would (its own python3, not the venv)."""
     return subprocess.run(
         [sys.executable, str(SCRIPTS / name), *[str(a) for a in args]],
-        capture_output=True, text=True, input=stdin, env={**os.environ, **(env or {})}, timeout=300,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+        timeout=300,
     )
 
 
@@ -107,7 +127,8 @@ def fat_read(image: Path, path: str, offset: int = BOOT_START * SECTOR) -> bytes
     """A file from the image's boot partition (mtools), or None."""
     proc = subprocess.run(
         ["mcopy", "-n", "-i", f"{image}@@{offset}", f"::/{path}", "-"],
-        capture_output=True, env={**os.environ, "MTOOLSRC": "/dev/null", "MTOOLS_SKIP_CHECK": "1"},
+        capture_output=True,
+        env={**os.environ, "MTOOLSRC": "/dev/null", "MTOOLS_SKIP_CHECK": "1"},
     )
     return proc.stdout if proc.returncode == 0 else None
 
@@ -116,7 +137,9 @@ def fat_list(image: Path, path: str = "", offset: int = BOOT_START * SECTOR) -> 
     """Every file path under a directory of the boot partition (recursive)."""
     proc = subprocess.run(
         ["mdir", "-/", "-b", "-i", f"{image}@@{offset}", f"::/{path}"],
-        capture_output=True, text=True, env={**os.environ, "MTOOLSRC": "/dev/null", "MTOOLS_SKIP_CHECK": "1"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MTOOLSRC": "/dev/null", "MTOOLS_SKIP_CHECK": "1"},
     )
     if proc.returncode != 0:
         return []

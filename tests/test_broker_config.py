@@ -17,6 +17,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.conftest import Broker, free_port
@@ -47,20 +48,22 @@ class Provisioned:
 class Client:
     """A paho MQTT 5 client on its own network thread, collecting what it receives."""
 
-    def __init__(self, port: int, user: str | None, password: str | None, *, ca_file: Path | None = None) -> None:
+    def __init__(
+        self, port: int, user: str | None, password: str | None, *, ca_file: Path | None = None
+    ) -> None:
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self.connect_rc: ReasonCode | None = None
         self.granted: list[ReasonCode] = []
-        self.mqtt = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.mqtt = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         if user is not None:
             self.mqtt.username_pw_set(user, password)
         if ca_file is not None:
             self.mqtt.tls_set(ca_certs=str(ca_file))
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_subscribe = self._on_subscribe
-        self.mqtt.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, msg.payload))
+        self.mqtt.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, bytes(msg.payload)))
         self.mqtt.connect("127.0.0.1", port)
         self.mqtt.loop_start()
         assert self._connected.wait(WAIT_S), "no CONNACK"
@@ -103,10 +106,28 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     """A certificate and key for 127.0.0.1."""
     cert, key = tmp_path / "server.crt", tmp_path / "server.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "2", "-subj", "/CN=massager-test", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=massager-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -115,7 +136,9 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 def provisioned(tmp_path: Path) -> Iterator[Provisioned]:
     """A mosquitto with the image's config and the files scripts/provision wrote to a built image."""
     image = tmp_path / "massager.img"
-    built = run_script("build-image", make_base_image(tmp_path), image, "--wheelhouse", make_wheelhouse(tmp_path))
+    built = run_script(
+        "build-image", make_base_image(tmp_path), image, "--wheelhouse", make_wheelhouse(tmp_path)
+    )
     assert built.returncode == 0, built.stderr
     cert, key = self_signed(tmp_path)
     proc = run_script("provision", image, "--json", "--tls-cert", cert, "--tls-key", key)
@@ -138,16 +161,23 @@ def provisioned(tmp_path: Path) -> Iterator[Provisioned]:
     conf = (REPO / "image/mosquitto/massager.conf").read_text()
     tls_conf = bundle("/etc/mosquitto/conf.d/massager-tls.conf").decode()
     assert "listener 1883\n" in conf and "listener 8883\n" in tls_conf
-    conf = conf.replace("listener 1883\n", "") + tls_conf.replace("listener 8883", f"listener {tls_port} 127.0.0.1")
+    conf = conf.replace("listener 1883\n", "") + tls_conf.replace(
+        "listener 8883", f"listener {tls_port} 127.0.0.1"
+    )
     conf = conf.replace("/etc/mosquitto/certs/", f"{etc}/").replace("/etc/mosquitto/", f"{etc}/")
     if os.geteuid() == 0:  # mosquitto started as root drops to user mosquitto, who cannot read pytest's tmp
         conf += "user root\n"
     broker = Broker(tmp_path, extra_conf=conf).start()
     try:
         yield Provisioned(
-            port=broker.port, tls_port=tls_port, ca_file=cert, device_id=sheet["device_id"],
-            device_user=sheet["device_id"], device_password=bundle("/etc/massager/mqtt.secret").decode().strip(),
-            phone_user=sheet["phone_user"], phone_password=sheet["phone_password"],
+            port=broker.port,
+            tls_port=tls_port,
+            ca_file=cert,
+            device_id=sheet["device_id"],
+            device_user=sheet["device_id"],
+            device_password=bundle("/etc/massager/mqtt.secret").decode().strip(),
+            phone_user=sheet["phone_user"],
+            phone_password=sheet["phone_password"],
         )
     finally:
         broker.stop()
@@ -172,8 +202,12 @@ def phone(provisioned: Provisioned) -> Iterator[Client]:
 
 
 def test_broker_refuses_anonymous_and_wrong_passwords(provisioned: Provisioned) -> None:
-    for user, password in ((None, None), (provisioned.phone_user, "guess"), ("admin", "admin"),
-                           (provisioned.device_user, provisioned.phone_password)):
+    for user, password in (
+        (None, None),
+        (provisioned.phone_user, "guess"),
+        ("admin", "admin"),
+        (provisioned.device_user, provisioned.phone_password),
+    ):
         client = Client(provisioned.port, user, password)
         assert not client.accepted, (user, client.connect_rc)
         client.close()
@@ -241,8 +275,9 @@ def test_device_cannot_publish_commands_or_other_devices_topics(
 
 
 def test_tls_listener_takes_the_same_users(provisioned: Provisioned) -> None:
-    phone = Client(provisioned.tls_port, provisioned.phone_user, provisioned.phone_password,
-                   ca_file=provisioned.ca_file)
+    phone = Client(
+        provisioned.tls_port, provisioned.phone_user, provisioned.phone_password, ca_file=provisioned.ca_file
+    )
     assert phone.accepted, phone.connect_rc
     phone.close()
     anonymous = Client(provisioned.tls_port, None, None, ca_file=provisioned.ca_file)

@@ -33,8 +33,9 @@ EXPECTED_FILES = {  # destination on the Pi -> (mode, source in the repository)
 }
 
 
-def build(tmp_path: Path, base: Path, out_name: str = "out.img", *extra: str | Path,
-          env: dict[str, str] | None = None) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def build(
+    tmp_path: Path, base: Path, out_name: str = "out.img", *extra: str | Path, env: dict[str, str] | None = None
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """Run build-image with the synthetic wheelhouse."""
     house = tmp_path / "wheelhouse"
     if not house.exists():
@@ -81,10 +82,18 @@ def test_build_image_payload_passes_the_devices_checksum_check(tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr
     extracted = tmp_path / "extracted"
     extracted.mkdir()
-    subprocess.run(["mcopy", "-s", "-n", "-i", f"{out}@@{BOOT_START * SECTOR}", "::/massager", str(extracted)],
-                   check=True, capture_output=True, env={**os.environ, "MTOOLSRC": "/dev/null"})
-    check = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=extracted / "massager",
-                           capture_output=True, text=True)
+    subprocess.run(
+        ["mcopy", "-s", "-n", "-i", f"{out}@@{BOOT_START * SECTOR}", "::/massager", str(extracted)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "MTOOLSRC": "/dev/null"},
+    )
+    check = subprocess.run(
+        ["sha256sum", "-c", "--strict", "SHA256SUMS"],
+        cwd=extracted / "massager",
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     listed = {ln.split("  ", 1)[1] for ln in (extracted / "massager/SHA256SUMS").read_text().splitlines()}
     on_fat = {p.removeprefix("massager/") for p in fat_list(out, "massager")} - {"SHA256SUMS"}
@@ -98,8 +107,13 @@ def test_build_image_is_reproducible_and_uses_fixed_timestamps(tmp_path: Path) -
     assert proc1.returncode == 0 and proc2.returncode == 0, proc1.stderr + proc2.stderr
     assert sha256(first) == sha256(second)
 
-    listing = subprocess.run(["mdir", "-i", f"{first}@@{BOOT_START * SECTOR}", "::/massager/wheels"],
-                             capture_output=True, text=True, env={**os.environ, "TZ": "UTC"}, check=True)
+    listing = subprocess.run(
+        ["mdir", "-i", f"{first}@@{BOOT_START * SECTOR}", "::/massager/wheels"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TZ": "UTC"},
+        check=True,
+    )
     entries = [line for line in listing.stdout.splitlines() if "WHL" in line or "<DIR>" in line]
     assert len(entries) == 5
     assert all("2024-01-01   0:00" in line for line in entries), listing.stdout  # the default fixed date
@@ -158,7 +172,9 @@ def test_build_image_refuses_an_image_without_a_boot_partition(tmp_path: Path) -
     disk = tmp_path / "data.img"
     with disk.open("wb") as f:
         f.truncate(4 << 20)
-    subprocess.run(["sfdisk", "-q", str(disk)], input=b"label: dos\n2048,,83\n", check=True, capture_output=True)
+    subprocess.run(
+        ["sfdisk", "-q", str(disk)], input=b"label: dos\n2048,,83\n", check=True, capture_output=True
+    )
     _out, proc = build(tmp_path, disk)
     assert proc.returncode == 1
     assert "data.img: expected a FAT boot partition and a Linux root partition, found 1: type 83" in proc.stderr
@@ -240,4 +256,3 @@ def test_build_image_help_and_usage_errors() -> None:
     assert shown.returncode == 0 and "--wheelhouse" in shown.stdout
     missing = run_script("build-image")
     assert missing.returncode == 2 and "BASE.img" in missing.stderr
-

@@ -33,8 +33,16 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def add_disk(root: Path, name: str, *, size: int, removable: bool, bus: str = "pci0000:00/0000:00:14.0/usb1/1-1",
-             partitions: int = 2, model: str = "SD Reader") -> Path:
+def add_disk(
+    root: Path,
+    name: str,
+    *,
+    size: int,
+    removable: bool,
+    bus: str = "pci0000:00/0000:00:14.0/usb1/1-1",
+    partitions: int = 2,
+    model: str = "SD Reader",
+) -> Path:
     """A disk as the kernel shows it in /sys, and a regular file standing in for /dev/<name>."""
     device_dir = root / "sys/devices" / bus / "block" / name
     (device_dir / "device").mkdir(parents=True)
@@ -63,7 +71,9 @@ def sysroot(tmp_path: Path) -> Path:
     """A laptop: system on sda, an NVMe data disk, three card readers (one card mounted, one too small)."""
     root = tmp_path / "host"
     add_disk(root, "sda", size=500 * GB, removable=False, bus="pci0000:00/0000:00:17.0/ata1", model="SSD")
-    add_disk(root, "nvme0n1", size=1000 * GB, removable=False, bus="pci0000:00/0000:00:1d.0/nvme0", model="NVMe")
+    add_disk(
+        root, "nvme0n1", size=1000 * GB, removable=False, bus="pci0000:00/0000:00:1d.0/nvme0", model="NVMe"
+    )
     add_disk(root, "sdb", size=16 * GB, removable=True)
     add_disk(root, "sdc", size=32 * GB, removable=False, bus="pci0000:00/0000:00:14.0/usb2/2-1")  # USB, RM=0
     add_disk(root, "mmcblk0", size=8 << 20, removable=False, bus="platform/mmc0/mmc0:0001")
@@ -198,8 +208,12 @@ def test_flash_sd_verify_only_reports_a_damaged_card(image: Path, tmp_path: Path
 
 def test_flash_sd_asks_for_confirmation(image: Path, tmp_path: Path) -> None:
     card = tmp_path / "card.img"
-    proc = subprocess.run([str(SCRIPTS / "flash-sd"), str(image), str(card)], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [str(SCRIPTS / "flash-sd"), str(image), str(card)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 1
     assert "not confirmed: run on a terminal to answer, or pass --yes" in proc.stderr
     assert not card.exists()

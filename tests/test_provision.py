@@ -40,7 +40,9 @@ def image(tmp_path: Path) -> Path:
     return out
 
 
-def provision(target: Path, *args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def provision(
+    target: Path, *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run scripts/provision with --json output."""
     return run_script("provision", target, "--json", *args, env=env)
 
@@ -70,8 +72,9 @@ def password_matches(line: str, password: str) -> bool:
 def test_provision_writes_the_bundle_and_prints_the_sheet(image: Path, tmp_path: Path) -> None:
     psk_file = tmp_path / "psk"
     psk_file.write_text(PASSPHRASE + "\n")
-    sheet = sheet_of(provision(image, "--wifi-ssid", "Home Net", "--wifi-country", "GB",
-                               "--wifi-passphrase-file", psk_file))
+    sheet = sheet_of(
+        provision(image, "--wifi-ssid", "Home Net", "--wifi-country", "GB", "--wifi-passphrase-file", psk_file)
+    )
     device_id = str(sheet["device_id"])
     phone_user, phone_password = str(sheet["phone_user"]), str(sheet["phone_password"])
 
@@ -91,8 +94,12 @@ def test_provision_writes_the_bundle_and_prints_the_sheet(image: Path, tmp_path:
 
     config = tomllib.loads(bundle_file(image, "/etc/massager/massager.toml"))
     assert config["device_id"] == device_id
-    assert config["mqtt"] == {"host": "localhost", "username": device_id,
-                              "password_file": "/etc/massager/mqtt.secret", "topic_prefix": "massager"}
+    assert config["mqtt"] == {
+        "host": "localhost",
+        "username": device_id,
+        "password_file": "/etc/massager/mqtt.secret",
+        "topic_prefix": "massager",
+    }
     device_password = bundle_file(image, "/etc/massager/mqtt.secret").strip()
 
     passwd = bundle_file(image, "/etc/mosquitto/massager.passwd").splitlines()
@@ -142,8 +149,16 @@ def test_provision_gives_unique_ids_and_credentials_across_runs(image: Path, tmp
 
 
 def test_provision_keeps_secrets_out_of_the_log(image: Path) -> None:
-    proc = run_script("provision", image, "--verbose", "--wifi-ssid", "Home Net", "--wifi-country", "DE",
-                      env={"MASSAGER_WIFI_PASSPHRASE": PASSPHRASE})
+    proc = run_script(
+        "provision",
+        image,
+        "--verbose",
+        "--wifi-ssid",
+        "Home Net",
+        "--wifi-country",
+        "DE",
+        env={"MASSAGER_WIFI_PASSPHRASE": PASSPHRASE},
+    )
     assert proc.returncode == 0, proc.stderr
     device_password = bundle_file(image, "/etc/massager/mqtt.secret").strip()
     phone_password = proc.stdout.split("Phone password", 1)[1].split()[0]
@@ -172,9 +187,16 @@ def test_provision_refuses_a_card_that_already_has_settings_unless_forced(image:
         (["--device-id", "Bad ID!"], {}, "--device-id 'Bad ID!': use 4-42 lowercase letters"),
         (["--hostname=-x"], {}, "--hostname '-x': use 1-63 lowercase letters"),
         (["--wifi-ssid", "Home"], {}, "--wifi-ssid needs --wifi-country"),
-        (["--wifi-ssid", "Home", "--wifi-country", "gb"], {}, "--wifi-country 'gb': use the two capital letters"),
-        (["--wifi-ssid", "Home", "--wifi-country", "GB"], {"MASSAGER_WIFI_PASSPHRASE": "short"},
-         "Wi-Fi passphrase: must be 8-63 printable ASCII characters, got 5"),
+        (
+            ["--wifi-ssid", "Home", "--wifi-country", "gb"],
+            {},
+            "--wifi-country 'gb': use the two capital letters",
+        ),
+        (
+            ["--wifi-ssid", "Home", "--wifi-country", "GB"],
+            {"MASSAGER_WIFI_PASSPHRASE": "short"},
+            "Wi-Fi passphrase: must be 8-63 printable ASCII characters, got 5",
+        ),
         (["--tls-cert", "/nonexistent.crt"], {}, "--tls-cert and --tls-key go together"),
         (["--topic-prefix", "a/b"], {}, "--topic-prefix 'a/b': use 1-64 letters"),
     ],
@@ -200,10 +222,16 @@ def test_provision_needs_a_passphrase_source_when_not_interactive(image: Path) -
     env = {k: v for k, v in os.environ.items() if k != "MASSAGER_WIFI_PASSPHRASE"}
     proc = subprocess.run(
         [str(REPO / "scripts/provision"), str(image), "--wifi-ssid", "Home", "--wifi-country", "GB"],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
     )
     assert proc.returncode == 1
-    assert "--wifi-ssid needs a passphrase: --wifi-passphrase-file FILE or $MASSAGER_WIFI_PASSPHRASE" in proc.stderr
+    assert (
+        "--wifi-ssid needs a passphrase: --wifi-passphrase-file FILE or $MASSAGER_WIFI_PASSPHRASE"
+        in proc.stderr
+    )
 
 
 def test_provision_carries_a_tls_listener_when_given_a_certificate(image: Path, tmp_path: Path) -> None:
@@ -212,27 +240,47 @@ def test_provision_carries_a_tls_listener_when_given_a_certificate(image: Path, 
     key.write_text("-----BEGIN PRIVATE KEY-----\nfake\n")
     sheet = sheet_of(provision(image, "--tls-cert", cert, "--tls-key", key))
     assert sheet["broker"] == {"host": f"{sheet['device_id']}.local", "port": 1883, "tls_port": 8883}
-    assert bundle_file(image, "/etc/mosquitto/conf.d/massager-tls.conf") == (
-        REPO / "image/mosquitto/massager-tls.conf").read_text()
+    assert (
+        bundle_file(image, "/etc/mosquitto/conf.d/massager-tls.conf")
+        == (REPO / "image/mosquitto/massager-tls.conf").read_text()
+    )
     assert bundle_file(image, "/etc/mosquitto/certs/massager.key") == key.read_text()
-    assert "0640 mosquitto /etc/mosquitto/certs/massager.key" in (
-        fat_read(image, f"{BUNDLE}/install.list") or b"").decode()
+    assert (
+        "0640 mosquitto /etc/mosquitto/certs/massager.key"
+        in (fat_read(image, f"{BUNDLE}/install.list") or b"").decode()
+    )
 
 
 def test_apply_provision_installs_the_bundle_and_shreds_it(image: Path, tmp_path: Path) -> None:
-    sheet = sheet_of(provision(image, "--wifi-ssid", "Home Net", "--wifi-country", "GB",
-                               env={"MASSAGER_WIFI_PASSPHRASE": PASSPHRASE}))
+    sheet = sheet_of(
+        provision(
+            image,
+            "--wifi-ssid",
+            "Home Net",
+            "--wifi-country",
+            "GB",
+            env={"MASSAGER_WIFI_PASSPHRASE": PASSPHRASE},
+        )
+    )
     boot, root = tmp_path / "boot", tmp_path / "root"
     boot.mkdir()
     (root / "etc").mkdir(parents=True)
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n")
     (root / "var/lib/systemd/rfkill").mkdir(parents=True)
     (root / "var/lib/systemd/rfkill/platform-3f300000.mmcnr:wlan").write_text("1\n")
-    subprocess.run(["mcopy", "-s", "-n", "-i", f"{image}@@{BOOT_START * SECTOR}", f"::/{BUNDLE}", str(boot)],
-                   check=True, capture_output=True, env={**os.environ, "MTOOLSRC": "/dev/null"})
+    subprocess.run(
+        ["mcopy", "-s", "-n", "-i", f"{image}@@{BOOT_START * SECTOR}", f"::/{BUNDLE}", str(boot)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "MTOOLSRC": "/dev/null"},
+    )
 
-    proc = subprocess.run([str(REPO / "image/massager-apply-provision")], capture_output=True, text=True,
-                          env={**os.environ, "MASSAGER_ROOT": str(root), "MASSAGER_BOOT": str(boot)})
+    proc = subprocess.run(
+        [str(REPO / "image/massager-apply-provision")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MASSAGER_ROOT": str(root), "MASSAGER_BOOT": str(boot)},
+    )
     assert proc.returncode == 0, proc.stderr
 
     device_id = str(sheet["device_id"])
@@ -251,8 +299,12 @@ def test_apply_provision_installs_the_bundle_and_shreds_it(image: Path, tmp_path
     assert (root / "var/lib/systemd/rfkill/platform-3f300000.mmcnr:wlan").read_text() == "0\n"
     assert not (boot / BUNDLE).exists()  # no secret left on the FAT partition
 
-    again = subprocess.run([str(REPO / "image/massager-apply-provision")], capture_output=True, text=True,
-                           env={**os.environ, "MASSAGER_ROOT": str(root), "MASSAGER_BOOT": str(boot)})
+    again = subprocess.run(
+        [str(REPO / "image/massager-apply-provision")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MASSAGER_ROOT": str(root), "MASSAGER_BOOT": str(boot)},
+    )
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
 
@@ -261,11 +313,19 @@ def test_apply_provision_refuses_a_damaged_bundle(image: Path, tmp_path: Path) -
     boot, root = tmp_path / "boot", tmp_path / "root"
     boot.mkdir()
     (root / "etc").mkdir(parents=True)
-    subprocess.run(["mcopy", "-s", "-n", "-i", f"{image}@@{BOOT_START * SECTOR}", f"::/{BUNDLE}", str(boot)],
-                   check=True, capture_output=True, env={**os.environ, "MTOOLSRC": "/dev/null"})
+    subprocess.run(
+        ["mcopy", "-s", "-n", "-i", f"{image}@@{BOOT_START * SECTOR}", f"::/{BUNDLE}", str(boot)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "MTOOLSRC": "/dev/null"},
+    )
     (boot / BUNDLE / "files/etc/hostname").write_text("evil\n")
-    proc = subprocess.run([str(REPO / "image/massager-apply-provision")], capture_output=True, text=True,
-                          env={**os.environ, "MASSAGER_ROOT": str(root), "MASSAGER_BOOT": str(boot)})
+    proc = subprocess.run(
+        [str(REPO / "image/massager-apply-provision")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MASSAGER_ROOT": str(root), "MASSAGER_BOOT": str(boot)},
+    )
     assert proc.returncode != 0
     assert "files/etc/hostname: FAILED" in proc.stdout + proc.stderr
     assert not (root / "etc/hostname").exists()

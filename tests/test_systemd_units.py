@@ -31,7 +31,9 @@ def render(unit: Path, tmp_path: Path) -> Path:
     stand_in.chmod(0o755)
     text = unit.read_text()
     text = text.replace("/opt/massager/venv/bin/massager", str(stand_in))
-    text = text.replace("/usr/local/sbin/massager-apply-provision", str(REPO / "image/massager-apply-provision"))
+    text = text.replace(
+        "/usr/local/sbin/massager-apply-provision", str(REPO / "image/massager-apply-provision")
+    )
     rendered = tmp_path / unit.name
     rendered.write_text(text)
     return rendered
@@ -55,8 +57,11 @@ def settings(unit: Path) -> dict[str, list[str]]:
 
 def exposure(unit: Path) -> float:
     """The overall exposure `systemd-analyze security --offline=true` gives the unit (0 best, 10 worst)."""
-    proc = subprocess.run([SYSTEMD_ANALYZE or "systemd-analyze", "security", "--offline=true", str(unit)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [SYSTEMD_ANALYZE or "systemd-analyze", "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
     assert match, proc.stdout + proc.stderr
     return float(match.group(1))
@@ -68,8 +73,11 @@ def test_every_unit_is_shipped() -> None:
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
 def test_unit_passes_systemd_analyze_verify(unit: Path, tmp_path: Path) -> None:
-    proc = subprocess.run([SYSTEMD_ANALYZE or "systemd-analyze", "verify", str(render(unit, tmp_path))],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [SYSTEMD_ANALYZE or "systemd-analyze", "verify", str(render(unit, tmp_path))],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "massager" not in proc.stderr, proc.stderr  # no warnings about our units either
 
@@ -87,7 +95,9 @@ def test_massager_service_has_the_watchdog_restart_and_safe_off() -> None:
     assert s["Service.WatchdogSec"] == ["2"]
     assert s["Service.Restart"] == ["on-failure"]  # includes a watchdog timeout
     assert s["Unit.StartLimitIntervalSec"] and s["Unit.StartLimitBurst"]
-    assert s["Service.ExecStart"] == ["/opt/massager/venv/bin/massager run --config /etc/massager/massager.toml"]
+    assert s["Service.ExecStart"] == [
+        "/opt/massager/venv/bin/massager run --config /etc/massager/massager.toml"
+    ]
     assert s["Service.ExecStopPost"] == [
         "/opt/massager/venv/bin/massager safe-off --config /etc/massager/massager.toml"
     ]
@@ -110,9 +120,14 @@ def test_massager_service_runs_unprivileged_with_only_gpio_and_i2c() -> None:
 
 def test_sysusers_creates_the_user_in_the_gpio_and_i2c_groups(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
-    subprocess.run(["systemd-sysusers", f"--root={tmp_path}", str(REPO / "systemd/massager.sysusers")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", str(REPO / "systemd/massager.sysusers")],
+        check=True,
+        capture_output=True,
+    )
     passwd = (tmp_path / "etc/passwd").read_text()
     assert re.search(r"^massager:x:\d+:\d+:[^:]*:/var/lib/massager:/usr/sbin/nologin$", passwd, re.M)
-    groups = {ln.split(":")[0]: ln.split(":")[3].split(",") for ln in (tmp_path / "etc/group").read_text().split()}
+    groups = {
+        ln.split(":")[0]: ln.split(":")[3].split(",") for ln in (tmp_path / "etc/group").read_text().split()
+    }
     assert "massager" in groups["gpio"] and "massager" in groups["i2c"]
