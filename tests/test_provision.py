@@ -337,3 +337,16 @@ def test_provision_starts_from_the_cards_config(image: Path) -> None:
     text = bundle_file(image, "/etc/massager/massager.toml")
     assert text.startswith(DEFAULT_TOML.decode().split("\n", 1)[0])  # the wheel's example config, edited
     assert f'device_id = "{sheet["device_id"]}"' in text
+
+
+def test_provisioned_config_from_the_shipped_example_passes_the_firmwares_validation(image: Path) -> None:
+    from device.config import load_config
+
+    sheet = sheet_of(provision(image, "--force", "--config", REPO / "device/default.toml"))
+    config_file = image.parent / "massager.toml"
+    config_file.write_text(bundle_file(image, "/etc/massager/massager.toml"))
+    config = load_config(config_file, {})
+    assert config.device_id == sheet["device_id"]
+    assert config.mqtt.username == sheet["device_id"]
+    assert config.mqtt.password_file == Path("/etc/massager/mqtt.secret")
+    assert config.mqtt.password is None
