@@ -342,7 +342,7 @@ def test_provision_starts_from_the_cards_config(image: Path) -> None:
 def test_provisioned_config_from_the_shipped_example_passes_the_firmwares_validation(image: Path) -> None:
     from device.config import load_config
 
-    sheet = sheet_of(provision(image, "--force", "--config", REPO / "device/default.toml"))
+    sheet = sheet_of(provision(image, "--config", REPO / "device/default.toml"))
     config_file = image.parent / "massager.toml"
     config_file.write_text(bundle_file(image, "/etc/massager/massager.toml"))
     config = load_config(config_file, {})
