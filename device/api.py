@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from modes.session import CommandRefused, Session, Status
-
 from device import commands as cmds
 from device.commands import CommandError, Reply
 from device.config import Config
@@ -20,6 +18,7 @@ from device.safety import Fault, Supervisor
 from device.sim import SimRig
 from drivers.sim.plant import PlantFaultError
 from modes.limits import ZONES
+from modes.session import CommandRefused, Session, Status
 from modes.signals import Sample
 
 log = logging.getLogger(__name__)
@@ -164,7 +163,16 @@ class Device:
         except CommandRefused as exc:
             raise CommandError(exc.field, exc.message) from None
         self._remember()
+        self._act_now()
         self._changed(action)
+
+    def _act_now(self) -> None:
+        """Run a control pass at once so a command reaches the outputs without waiting for the next tick.
+
+        The pass is the same as a scheduled one: sensors, every safety check, then outputs.
+        """
+        if self.controller.last_sample is not None:
+            self.controller.tick()
 
     def reset_fault(self) -> None:
         """Clear the latched fault if its condition has cleared; raises CommandError with the reason."""
@@ -179,6 +187,7 @@ class Device:
             raise CommandError("action", f"reset refused: {reason}")
         self.session.clear_fault(self.controller.clock.now())
         log.info("fault %s reset", fault.code)
+        self._act_now()
         self._changed("reset_fault")
 
     # -- controller callbacks -----------------------------------------------------------------
