@@ -36,6 +36,7 @@ BACKOFF_BASE = 1.8  # reconnect delay min(1.8 ** tries, BACKOFF_CAP_S)
 BACKOFF_CAP_S = 30.0
 OPERATION_TIMEOUT_S = 5.0  # CONNACK, SUBACK, PUBACK
 SHUTDOWN_TIMEOUT_S = 1.5  # for the last "offline" and for the disconnect, each
+CANCEL_RETRY_S = 0.1
 STATE_MIN_GAP_S = 0.2  # state is coalesced to at most 5 messages per second
 STATE_ACTIVE_EVERY_S = 1.0  # while a session runs (pressures move), at least this often
 STATE_IDLE_EVERY_S = 5.0  # otherwise
@@ -160,6 +161,8 @@ class MqttBridge:
         self._loop_thread: int | None = None
         self._last_state_at = -1e9
         self._auth_error_logged = False
+        self._stopping = False  # the app is stopping: every loop of this bridge ends
+        self._closing = False  # the goodbye (offline, disconnect) has begun
 
     # -- from the control loop -----------------------------------------------------------------
 
@@ -191,13 +194,23 @@ class MqttBridge:
             await stop.wait()
             return
         unsubscribe = self.device.subscribe(self._on_change)
+        connection = asyncio.create_task(self._keep_connected(client), name="mqtt-connection")
         try:
-            async with asyncio.TaskGroup() as group:
-                connection = group.create_task(self._keep_connected(client), name="mqtt-connection")
-                await stop.wait()
-                connection.cancel()
+            await stop.wait()
         finally:
+            log.debug("MQTT: stopping")
+            self._stopping = True
+            while not connection.done():
+                # Python 3.11's asyncio.wait_for (inside aiomqtt) can swallow a cancellation that
+                # coincides with the operation finishing: repeat it until the connection task ends,
+                # but leave the bounded goodbye (offline, disconnect) alone once it has begun.
+                if not self._closing:
+                    connection.cancel()
+                await asyncio.wait({connection}, timeout=CANCEL_RETRY_S)
             unsubscribe()
+        if not connection.cancelled() and connection.exception() is not None:
+            raise connection.exception()  # type: ignore[misc]  # a bug, not broker trouble
+        log.debug("MQTT: stopped")
 
     def _make_client(self) -> aiomqtt.Client | None:
         """The one client of this bridge, reused across reconnects; None when the settings are unusable."""
@@ -239,8 +252,7 @@ class MqttBridge:
     async def _keep_connected(self, client: aiomqtt.Client) -> None:
         """Connect, serve, and on any broker trouble reconnect after a capped exponential backoff."""
         tries = 0
-        stopping = False
-        while True:
+        while not self._stopping:
             try:
                 async with client:
                     self.connects += 1
@@ -250,13 +262,14 @@ class MqttBridge:
                     try:
                         await self._serve(client)
                     except asyncio.CancelledError:
-                        stopping = True
-                        await self._say_offline(client)
-                        client.timeout = SHUTDOWN_TIMEOUT_S  # bounds the disconnect that follows
+                        await self._goodbye(client)
                         raise
+                    if self._stopping:  # the loops ended on the flag (a cancellation was swallowed)
+                        await self._goodbye(client)
+                        return
             except (MqttError, ExceptionGroup) as raised:
                 exc = _broker_trouble(raised)
-                if stopping:
+                if self._closing:
                     log.debug("MQTT: disconnect at shutdown: %s", exc)
                     return
                 if is_auth_refusal(exc):
@@ -294,8 +307,10 @@ class MqttBridge:
             if self.app.rig is not None:
                 group.create_task(self._plant_loop(client), name="mqtt-plant")
 
-    async def _say_offline(self, client: aiomqtt.Client) -> None:
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
         """A clean disconnect suppresses the Will: publish the retained ``offline`` ourselves, bounded."""
+        self._closing = True
+        client.timeout = SHUTDOWN_TIMEOUT_S  # also bounds the disconnect that follows
         try:
             async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
                 await self._publish_state(client)
@@ -318,7 +333,7 @@ class MqttBridge:
     async def _state_loop(self, client: aiomqtt.Client) -> None:
         """State on every change (coalesced) and periodically: every 1 s in a session, 5 s otherwise."""
         status = str(self.device.state()["status"])
-        while True:
+        while not self._stopping:
             every = STATE_ACTIVE_EVERY_S if status in ACTIVE else STATE_IDLE_EVERY_S
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(every):
@@ -350,7 +365,7 @@ class MqttBridge:
         assert self.app.rig is not None
         plant = self.app.rig.plant
         next_at = time.monotonic()
-        while True:
+        while not self._stopping:
             await client.publish(self.topics.sim_plant, _encode(plant.truth()), qos=0)
             next_at = max(next_at + PLANT_EVERY_S, time.monotonic())
             await asyncio.sleep(next_at - time.monotonic())
@@ -369,6 +384,8 @@ class MqttBridge:
                 log.info("MQTT: Home Assistant is online; re-publishing discovery")
                 await self._publish_discovery(client)
                 await self._publish_state(client)
+            if self._stopping:
+                return
             await asyncio.sleep(0)
 
     def _admit(self, message: Message) -> str | None:
