@@ -93,6 +93,7 @@ class Hardware:
             for address in config.adc.addresses
         }
         self.models = sensor_models(config)
+        self._applied: Command | None = None  # the last command applied in full
 
     def _add(self, driver: Any) -> Any:
         self._opened.append(driver)
@@ -114,28 +115,39 @@ class Hardware:
     def apply(self, command: Command) -> None:
         """Drive the outputs to ``command``; a command without the relay turns everything off."""
         if not command.relay:
-            self.safe_off()
+            if self._applied is not None or self.relay.is_on:
+                self.safe_off()
+            self._applied = None
             return
-        if not self.relay.is_on:
+        last = self._applied if self.relay.is_on else None  # after a safe_off, write everything
+        self._applied = None
+        if last is None:
             self.relay.energise()
-        for zone, valve in self.valves.items():
-            if zone in command.connected:
-                valve.connect()
+        if last is None or command.connected != last.connected:
+            for zone, valve in self.valves.items():
+                if zone in command.connected:
+                    valve.connect()
+                else:
+                    valve.vent()
+        pump = command.pump if command.connected else 0.0
+        if last is None or pump != (last.pump if last.connected else 0.0):
+            if pump > 0.0:
+                self.pump.run(pump)
             else:
-                valve.vent()
-        if command.pump > 0.0 and command.connected:
-            self.pump.run(command.pump)
-        else:
-            self.pump.off()
+                self.pump.off()
+        # Rollers every pass: a reversal completes only after its dwell.
         self.rollers["foot_rollers"].drive(command.foot_rollers)
         self.rollers["calf_rollers"].drive(command.calf_rollers)
-        self.heater.set_duty(min(command.heater, self.heater.max_duty))  # max_duty is a wiring limit
+        if last is None or command.heater != last.heater:
+            self.heater.set_duty(min(command.heater, self.heater.max_duty))  # max_duty: a wiring limit
+        self._applied = command
 
     def safe_off(self) -> None:
         """The driver-level safe state: heater, pump and rollers off, every zone venting, relay open.
 
         Each step runs even if an earlier one raised, so one failing driver cannot keep another on.
         """
+        self._applied = None
         steps: list[Callable[[], None]] = [
             self.heater.off,
             self.pump.off,

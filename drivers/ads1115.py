@@ -88,19 +88,21 @@ class ADS1115:
         self.data_rate_sps = data_rate_sps
         self._sleep = sleep
         self._max_polls = max_polls
+        self._period_s = 1.0 / data_rate_sps
+        words = [config_word(ch, full_scale_v, data_rate_sps) for ch in range(4)]
+        self._start_bytes = [(w >> 8, w & 0xFF) for w in words]
 
     def read_code(self, channel: int) -> int:
         """Run one conversion on AIN``channel`` and return the signed 16-bit result."""
         if channel not in (0, 1, 2, 3):
             raise OutputBadValue(f"ADS1115 channel must be 0-3, got {channel}")
-        word = config_word(channel, self.full_scale_v, self.data_rate_sps)
-        self._write(REG_CONFIG, [word >> 8, word & 0xFF])
-        self._sleep(1.0 / self.data_rate_sps)  # one conversion period
+        self._write(REG_CONFIG, list(self._start_bytes[channel]))
+        self._sleep(self._period_s)  # one conversion period
         for _ in range(self._max_polls):
             msb, _lsb = self._read(REG_CONFIG)
             if msb & 0x80:  # OS bit set: the device is idle, the result is ready
                 break
-            self._sleep(1.0 / self.data_rate_sps / 4)
+            self._sleep(self._period_s / 4)
         else:
             raise ConversionTimeout(
                 f"ADS1115 {self.address:#x} AIN{channel}: no result after {self._max_polls} polls"

@@ -110,10 +110,11 @@ class Plant:
     # -- inputs from the mock pins ------------------------------------------------------------
 
     def _pin(self, name: str) -> float:
+        # The mock pin's own fields (not its gpiozero properties): this runs ~20 times per tick.
         pin = self._pins[name]
-        if pin.function != "output":
+        if pin._function != "output":
             return 0.0  # a released pin floats to its pull-down
-        return float(pin.state)
+        return float(pin._state)
 
     @property
     def relay_on(self) -> bool:
