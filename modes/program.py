@@ -58,6 +58,18 @@ class Wave(_Model):
     pause_s: Seconds = Field(2.0, ge=MIN_WAVE_PAUSE_S, le=120.0)  # everything vented between waves
     pulse: Literal["long", "short"] = "long"  # long = compression (hand-off up the leg), short = percussion
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_zones(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in ("pressure", "rise_mmhg_s"):
+                given = data.get(name)
+                if isinstance(given, dict):
+                    unknown = [k for k in given if k not in ZONES]
+                    if unknown:
+                        raise ValueError(f"{name}: {unknown[0]!r} is not a zone (one of {', '.join(ZONES)})")
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         zones = self.zones
@@ -222,17 +234,24 @@ def parse_program(data: Mapping[str, Any], source: str) -> Program:
 
 def format_errors(exc: ValidationError, source: str) -> str:
     """One line per problem: source, dotted field path, reason, and the value given."""
-    lines = []
+    lines: list[str] = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        # drop pydantic's union branch names ("float", "dict[...]") from the field path
+        parts = [str(p) for p in err["loc"] if not (isinstance(p, str) and (p in _TYPE_NAMES or "[" in p))]
+        loc = ".".join(parts) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see docs/programs.md)"
         given = err.get("input")
         quiet = isinstance(given, dict | list | tuple) or err["type"] == "missing"
         shown = "" if quiet else f" (got {given!r})"
-        lines.append(f"{source}: {loc}: {msg}{shown}")
+        line = f"{source}: {loc}: {msg}{shown}"
+        if line not in lines:
+            lines.append(line)
     return "\n".join(lines)
+
+
+_TYPE_NAMES = frozenset({"float", "int", "str", "bool", "none", "function-after", "function-before"})
 
 
 # -- plans: what the runner reads on every tick ---------------------------------------------------
