@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiomqtt import TLSParameters
 
 from tests.conftest import Broker
 from tests.mqtt_support import BASE, DEVICE_ID, mqtt_config, running_firmware, watching
@@ -127,43 +129,75 @@ async def test_mqtt_wrong_credentials_one_clear_error_and_no_hammering(
     assert attempts == 1, auth_broker.log.read_text()  # the next try comes only after 30 s
 
 
+def _signed(d: Path, ca_crt: Path, ca_key: Path, name: str, subject: str, ext: str) -> tuple[Path, Path]:
+    """A key and a certificate for ``subject`` signed by the test CA."""
+    key, csr, crt, extfile = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.crt", d / f"{name}.ext"
+    _run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+         "-keyout", str(key), "-out", str(csr))
+    extfile.write_text(ext)
+    _run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-days", "2", "-extfile", str(extfile), "-out", str(crt))
+    return key, crt
+
+
 @pytest.fixture
-def tls_broker(tmp_path: Path) -> Iterator[tuple[Broker, Path]]:
-    """Mosquitto with a TLS listener whose certificate is signed by a CA made here."""
+def pki(tmp_path: Path) -> dict[str, Path]:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate, all made here."""
     if shutil.which("openssl") is None:
         pytest.fail("openssl is needed to make the test CA")
     d = tmp_path / "pki"
     d.mkdir()
     ca_key, ca_crt = d / "ca.key", d / "ca.crt"
-    key, csr, crt = d / "server.key", d / "server.csr", d / "server.crt"
     _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
          "-keyout", str(ca_key), "-out", str(ca_crt))
-    _run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-         "-keyout", str(key), "-out", str(csr))
-    ext = d / "ext.cnf"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
-         "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))
-    b = Broker(tmp_path, extra_conf=f"{KEEP_USER}cafile {ca_crt}\ncertfile {crt}\nkeyfile {key}\n").start()
+    server_key, server_crt = _signed(d, ca_crt, ca_key, "server", "/CN=127.0.0.1",
+                                     "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    client_key, client_crt = _signed(d, ca_crt, ca_key, "client", "/CN=massager-t1",
+                                     "extendedKeyUsage=clientAuth\n")
+    return {"ca": ca_crt, "server_key": server_key, "server_crt": server_crt,
+            "client_key": client_key, "client_crt": client_crt}
+
+
+def _tls_broker(tmp_path: Path, pki: dict[str, Path], extra: str = "") -> Broker:
+    conf = f"{KEEP_USER}cafile {pki['ca']}\ncertfile {pki['server_crt']}\nkeyfile {pki['server_key']}\n{extra}"
+    return Broker(tmp_path, extra_conf=conf).start()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, pki: dict[str, Path]) -> Iterator[tuple[Broker, Path]]:
+    """Mosquitto with a TLS listener whose certificate is signed by the test CA."""
+    b = _tls_broker(tmp_path, pki)
     try:
-        yield b, ca_crt
+        yield b, pki["ca"]
     finally:
         b.stop()
 
 
 async def test_mqtt_tls_with_a_test_ca(tls_broker: tuple[Broker, Path], tmp_path: Path) -> None:
-    import ssl
-
-    from aiomqtt import TLSParameters
-
     broker, ca = tls_broker
     config = mqtt_config(tmp_path, broker.port, tls={"enabled": True, "ca_file": str(ca)})
     tls = TLSParameters(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
     async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/#", tls_params=tls) as w:
-        online = await w.wait_for(f"{BASE}/availability", lambda s: s.payload == b"online")
-        assert online.retain
+        await w.wait_for(f"{BASE}/availability", lambda s: s.payload == b"online")
         assert (await w.command({"action": "pause", "id": "tls"}))["id"] == "tls"
         assert fw.bridge.connects == 1
+
+
+async def test_mqtt_tls_with_a_client_certificate(tmp_path: Path, pki: dict[str, Path]) -> None:
+    broker = _tls_broker(tmp_path, pki, "require_certificate true\n")
+    try:
+        tls = {"enabled": True, "ca_file": str(pki["ca"]), "cert_file": str(pki["client_crt"]),
+               "key_file": str(pki["client_key"])}
+        config = mqtt_config(tmp_path, broker.port, tls=tls)
+        watcher_tls = TLSParameters(ca_certs=str(pki["ca"]), certfile=str(pki["client_crt"]),
+                                    keyfile=str(pki["client_key"]))
+        async with running_firmware(config) as fw, \
+                watching(broker.port, f"{BASE}/#", tls_params=watcher_tls) as w:
+            await w.wait_for(f"{BASE}/availability", lambda s: s.payload == b"online")
+            assert (await w.command({"action": "set", "intensity": 1, "id": "cert"}))["ok"]
+            assert fw.bridge.connects == 1
+    finally:
+        broker.stop()
 
 
 async def test_mqtt_tls_refuses_a_broker_the_ca_did_not_sign(
