@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 NOT_HEATING_BAND_C = 2.0
 # A zone counts as having reached its ramped setpoint within this margin (a controller's hysteresis).
 SETPOINT_TOLERANCE_MMHG = 5.0
+RATE_MIN_DT_S = 0.04  # the rate-of-change check compares readings at least this far apart
 _EPS = 1e-9  # float slack on time comparisons (sample times are sums of 0.05 s steps)
 
 
@@ -215,14 +216,17 @@ class Supervisor:
                     )
             else:
                 self._temp_bad[name] = 0
-                if last is not None and t > last[0]:
+                # Rate over at least most of a sample period: an extra pass right after a command
+                # comes milliseconds after the last one, where sensor noise alone would be a "jump".
+                if last is not None and t - last[0] >= RATE_MIN_DT_S:
                     rate = (value - last[1]) / (t - last[0])
                     if abs(rate) > s.sensor_max_rate_c_per_s and trip is None:
                         trip = FaultCode.TEMP_SENSOR_FAULT, (
                             f"thermistor {name} jumped {last[1]:.1f} -> {value:.1f} °C in "
                             f"{t - last[0]:.2f} s ({rate:+.1f} °C/s, limit {s.sensor_max_rate_c_per_s} °C/s)"
                         )
-                self._temp_last_good[name] = (t, value)
+                if last is None or t - last[0] >= RATE_MIN_DT_S:
+                    self._temp_last_good[name] = (t, value)  # a close extra pass keeps the reference
                 valid.append((name, value))
             if value is not None and value > s.trip_temp_c:
                 trip = FaultCode.OVER_TEMPERATURE, (

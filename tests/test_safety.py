@@ -229,6 +229,15 @@ def test_safety_sensor_rate_above_the_limit_trips(supervisor: Supervisor) -> Non
     assert "°C/s" in fault.message
 
 
+def test_safety_sensor_rate_ignores_an_extra_pass_milliseconds_later(supervisor: Supervisor) -> None:
+    """The loop runs an extra pass right after a command: noise over 5 ms is not a 5 °C/s jump."""
+    assert supervisor.check(make_sample(1.0, temp=30.0), NO_HEAT) is None
+    assert supervisor.check(make_sample(1.005, temp=30.1), NO_HEAT) is None  # 20 °C/s over 5 ms
+    assert supervisor.check(make_sample(1.05, temp=30.1), NO_HEAT) is None
+    fault = supervisor.check(make_sample(1.1, temp=30.5), NO_HEAT)  # 8 °C/s over a full period
+    assert_trips(fault, FaultCode.TEMP_SENSOR_FAULT, at=1.1)
+
+
 def test_safety_sensors_disagreeing_at_the_limit_do_not_trip(supervisor: Supervisor) -> None:
     assert feed(supervisor, 20.0, lambda t: make_sample(t, temps={"pad_1": 30.0, "pad_2": 33.0})) is None
 
