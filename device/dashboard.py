@@ -175,20 +175,15 @@ class Dashboard:
         safety = self.app.config.safety
         status = state["status"]
 
-        head = Table.grid(padding=(0, 2))
-        head.add_row(
-            Text(f" {status.upper()} ", style=STATUS_STYLE.get(status, "")),
-            f"program [bold]{state['program']}[/]",
-            f"phase {state.get('phase') or '-'}",
-            f"remaining {_minutes(state['remaining_s'])}",
-            f"timer {state['timer_min']} min",
-        )
-        head.add_row(
-            f"intensity {'●' * state['intensity']}{'○' * (5 - state['intensity'])} {state['intensity']}",
-            f"heat {_on(state['heat'])} ({state.get('heat_target_c', '-')} °C)",
-            f"child lock {_on(state['child_lock'])}",
-            f"sim t {truth['t']:.1f} s",
-            "",
+        head = Text(f" {status.upper()} ", style=STATUS_STYLE.get(status, ""))
+        head.append(f"  program {state['program']}", style="bold")
+        head.append(f"  phase {state.get('phase') or '-'}  remaining {_minutes(state['remaining_s'])}"
+                    f"  timer {state['timer_min']} min")
+        intensity = state["intensity"]
+        settings = Text(
+            f"intensity {'●' * intensity}{'○' * (5 - intensity)} {intensity}  "
+            f"heat {_on(state['heat'])} ({state.get('heat_target_c', '-')} °C)  "
+            f"child lock {_on(state['child_lock'])}  sim t {truth['t']:.1f} s"
         )
         fault = state["fault"]
         fault_line = (
@@ -230,7 +225,7 @@ class Dashboard:
         plant_faults = ", ".join(truth["faults"]) or "none"
         parts.add_row("plant faults", Text(plant_faults, style="red" if truth["faults"] else ""))
 
-        body = Group(head, fault_line, Text(""), zones, Text(""), parts)
+        body = Group(head, settings, fault_line, Text(""), zones, Text(""), parts)
         view = Box(body, title=f"massager sim · {self.app.device.device_id}", title_align="left")
         footer = Text(KEY_HELP, style="dim")
         log_lines = Text("\n".join(self.recent.lines), style="dim")

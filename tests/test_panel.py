@@ -198,6 +198,16 @@ def test_panel_power_stops_on_press_not_release(state_dir: Path) -> None:
     run_panel(make_config(state_dir), script)
 
 
+def test_panel_long_press_power_without_a_fault_does_nothing(state_dir: Path) -> None:
+    async def script(p: Pan) -> None:
+        await p.hold(("power",), 4.0)
+        await p.wait(1.0)
+        assert p.state["status"] == "idle" and p.state["fault"] is None
+        assert p.plant.all_off()
+
+    run_panel(make_config(state_dir), script)
+
+
 # -- settings ----------------------------------------------------------------------------------
 
 
