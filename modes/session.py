@@ -343,8 +343,13 @@ class Session:
         log.info("timer %d min: %.0f s left", self._timer_min, new.end_s - self._run_s)
 
     def _apply(self, values: Mapping[str, Any]) -> None:
-        for name, value in values.items():
-            setattr(self, f"_{name}" if name != "skip_zones" else "_skip", value)
+        """Take validated values (from _validate) as the current selection."""
+        self._program = values.get("program", self._program)
+        self._intensity = values.get("intensity", self._intensity)
+        self._heat = values.get("heat", self._heat)
+        self._timer_min = values.get("timer_min", self._timer_min)
+        self._heat_target_c = values.get("heat_target_c", self._heat_target_c)
+        self._skip = values.get("skip_zones", self._skip)
 
     def _validate(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -350,3 +351,14 @@ def test_programs_random_program_is_refused_or_stays_within_caps(
         assert all(rig.plant.pressure[z] < 10.0 for z in ZONES)
     finally:
         rig.close()
+
+
+def test_programs_examples_in_the_docs_are_valid(tmp_path: Path) -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "programs.md").read_text(encoding="utf-8")
+    blocks = {lang: text for lang, text in re.findall(r"```(toml|json)\n(.*?)```", docs, flags=re.S)}
+    assert set(blocks) == {"toml", "json"}
+    _write(tmp_path, "evening_calves.toml", blocks["toml"])
+    _write(tmp_path, "evening_calves_json.json", blocks["json"])
+    library, problems = load_library(tmp_path)
+    assert problems == []
+    assert library.get("evening_calves").pass_s == library.get("evening_calves_json").pass_s == 300.0
