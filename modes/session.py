@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from modes.library import ProgramLibrary, UnknownProgram
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 PAUSE_MAX_S = 600.0  # a session paused this long finishes by itself
 FINISH_MAX_S = 10.0  # finishing gives up waiting for the sensors after this and goes idle
-_ZERO_SETPOINTS: Mapping[Zone, float] = dict.fromkeys(ZONES, 0.0)
+_ZERO_SETPOINTS: Mapping[Zone, float] = MappingProxyType(dict.fromkeys(ZONES, 0.0))
 
 
 class Status(StrEnum):
@@ -106,7 +107,7 @@ class Session:
             roller_max_speed=settings.roller_max_speed,
         )
         self._status = Status.IDLE
-        self._program = self._check_program(settings.default_program)
+        self._program = self._default_program(settings.default_program)
         self._intensity = self._check_intensity(settings.default_intensity)
         self._heat = False
         self._heat_target_c = self._check_heat_target(settings.heat_target_c)
@@ -377,6 +378,14 @@ class Session:
         if skip_zones is not None:
             values["skip_zones"] = self._check_skip(skip_zones)
         return values
+
+    def _default_program(self, name: str) -> str:
+        """The configured default program, or the first built-in when it is not in the library."""
+        if name in self._library:
+            return name
+        fallback = self._library.names()[0]
+        log.error("default program %r is not available (invalid or missing); using %s", name, fallback)
+        return fallback
 
     def _check_program(self, name: object) -> str:
         if not isinstance(name, str):

@@ -312,3 +312,12 @@ def test_session_skipping_a_zone_vents_it_now(rig: SimRig, clock: VirtualClock, 
     assert all(not out["valve_calf"] for out in sim.trace.outputs[mark:])
     assert max(sim.trace.pressure["foot"][mark:]) > 40.0  # the other zones carry on
     assert sim.trace.faults == []
+
+
+def test_session_unknown_default_program_falls_back_to_the_first_builtin(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="modes.session"):
+        session = Session(library=builtin_library(), settings=settings_for(config, default_program="gone"))
+    assert session.snapshot().program == "relax"
+    assert "default program 'gone' is not available" in caplog.text
