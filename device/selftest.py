@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,6 +55,7 @@ class TestBench:
         self.hardware = hardware
         self._wait = wait
         self.heartbeat = True
+        self.bus_error: str | None = None  # the first I2C failure seen, if any
 
     def wait(self, seconds: float) -> None:
         """Let ``seconds`` pass in steps, toggling the heartbeat unless the deadman is being tested."""
@@ -67,20 +68,23 @@ class TestBench:
             remaining -= step
 
     def sample(self) -> Sample:
-        """Read every sensor."""
-        return self.hardware.read_sample()
+        """Read every sensor, remembering the first bus failure."""
+        sample = self.hardware.read_sample()
+        if sample.bus_error is not None and self.bus_error is None:
+            self.bus_error = sample.bus_error
+        return sample
 
     def wait_until(self, cond: Callable[[Sample], bool], deadline_s: float) -> tuple[bool, float, Sample]:
-        """Wait until ``cond(sample)``; returns (met, seconds taken, last sample)."""
+        """Wait until ``cond(sample)``: (met, seconds taken, last sample); a bus failure ends it unmet."""
         waited = 0.0
         sample = self.sample()
-        while not cond(sample):
+        while sample.ok and not cond(sample):
             if waited >= deadline_s:
                 return False, waited, sample
             self.wait(STEP_S)
             waited += STEP_S
             sample = self.sample()
-        return True, waited, sample
+        return sample.ok, waited, sample
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -102,14 +106,25 @@ def run_checks(bench: TestBench, config: Config) -> list[CheckResult]:
                                        f"sensor bus failed: {sample.bus_error}"))
             return results
         results.append(CheckResult("sensor_bus", True, "reads", "reads without error"))
-        results.append(_check_relay(bench))
-        results.append(_check_thermistors(bench, config))
-        for zone in ZONES:
-            results.append(_check_zone(bench, zone, config))
-        for motor in ("foot_rollers", "calf_rollers"):
-            results.append(_check_motor(bench, motor))
-        results.append(_check_heater(bench))
-        results.append(_check_deadman(bench))
+        steps: list[Callable[[], list[CheckResult]]] = [
+            lambda: [_check_relay(bench)],
+            lambda: [_check_thermistors(bench, config)],
+            lambda: _check_zones(bench, config),
+            lambda: [_check_motor(bench, "foot_rollers")],
+            lambda: [_check_motor(bench, "calf_rollers")],
+            lambda: [_check_heater(bench)],
+            lambda: [_check_deadman(bench)],
+        ]
+        for step in steps:
+            found = step()
+            if bench.bus_error is not None:  # what was measured is incomplete: blame the bus, not the part
+                results.extend(
+                    CheckResult(r.name, False, "I2C error", r.limit,
+                                f"sensor bus failed during this check: {bench.bus_error}")
+                    for r in found
+                )
+                break
+            results.extend(found)
     except DriverError as exc:
         results.append(CheckResult("driver", False, type(exc).__name__, "no driver error", str(exc)))
     finally:
@@ -147,19 +162,36 @@ def _check_thermistors(bench: TestBench, config: Config) -> CheckResult:
     return CheckResult("thermistors", not problems, measured, limit, "; ".join(problems))
 
 
-def _check_zone(bench: TestBench, zone: Zone, config: Config) -> CheckResult:
+@dataclass(frozen=True)
+class ZoneTest:
+    """What one zone's inflate / hold / vent run measured, before the causes are worked out."""
+
+    zone: Zone
+    filled: bool
+    peak_mmhg: float
+    held_mmhg: float
+    vented: bool
+    after_vent_mmhg: float | None
+    fill_s: float
+    vent_s: float
+    target_mmhg: float
+    rose: tuple[Zone, ...]  # other zones, vented at the start, that rose while only this one was connected
+
+
+def _test_zone(bench: TestBench, zone: Zone, config: Config) -> ZoneTest:
     hw = bench.hardware
-    name = f"zone_{zone}"
     vented = config.safety.vented_mmhg
+    before = bench.sample().pressure_mmhg
     hw.relay.energise()
     hw.valves[zone].connect()
     hw.pump.run(1.0)
-    cap = config.safety.pressure_cap_mmhg[zone]
-    target = min(TEST_PRESSURE_MMHG, cap * 0.8)
+    target = min(TEST_PRESSURE_MMHG, config.safety.pressure_cap_mmhg[zone] * 0.8)
     ok_fill, t_fill, s = bench.wait_until(lambda s: (s.pressure_mmhg[zone] or 0.0) >= target,
                                           INFLATE_DEADLINE_S)
     hw.pump.off()
-    others = {z: s.pressure_mmhg[z] for z in ZONES if z != zone}
+    # Only a zone that was vented before can show crosstalk: one that never vented is its own failure.
+    rose = tuple(z for z in ZONES if z != zone and _below(before[z], vented)
+                 and not _below(s.pressure_mmhg[z], vented))
     p_full = s.pressure_mmhg[zone] or 0.0
     bench.wait(HOLD_S)
     p_held = bench.sample().pressure_mmhg[zone] or 0.0
@@ -169,23 +201,42 @@ def _check_zone(bench: TestBench, zone: Zone, config: Config) -> CheckResult:
         config.safety.vent_deadline_s,
     )
     hw.relay.drop()
-    problems = []
-    if not ok_fill:
-        problems.append(f"{zone} reached only {p_full:.1f} mmHg in {INFLATE_DEADLINE_S:.0f} s "
-                        "(pump dead, valve stuck open or a leak)")
-    elif p_full - p_held > HOLD_MAX_DROP_MMHG:
-        problems.append(f"{zone} lost {p_full - p_held:.1f} mmHg in {HOLD_S:.0f} s hold (leak)")
-    crosstalk = [z for z, p in others.items() if p is not None and p > vented]
-    if crosstalk:
-        problems.append(f"{', '.join(crosstalk)} rose while only {zone} was connected (valve stuck closed?)")
-    if not ok_vent:
-        problems.append(f"{zone} still {_fmt(s_vent.pressure_mmhg[zone], 'mmHg')} "
-                        f"{config.safety.vent_deadline_s:.0f} s after venting (valve stuck closed)")
-    measured = (f"{target:.0f} mmHg in {t_fill:.1f} s, vented in {t_vent:.1f} s" if ok_fill and ok_vent
-                else f"peak {p_full:.1f} mmHg, after vent {_fmt(s_vent.pressure_mmhg[zone], 'mmHg')}")
-    limit = (f">= {target:.0f} mmHg within {INFLATE_DEADLINE_S:.0f} s; < {vented:.0f} mmHg within "
-             f"{config.safety.vent_deadline_s:.0f} s")
-    return CheckResult(name, not problems, measured, limit, "; ".join(problems))
+    return ZoneTest(zone, ok_fill, p_full, p_held, ok_vent, s_vent.pressure_mmhg[zone], t_fill, t_vent,
+                    target, rose)
+
+
+def _check_zones(bench: TestBench, config: Config) -> list[CheckResult]:
+    """Inflate, hold and vent each zone alone; each finding goes to the check of the zone it is about."""
+    tests = [_test_zone(bench, zone, config) for zone in ZONES]
+    vented = config.safety.vented_mmhg
+    deadline = config.safety.vent_deadline_s
+    none_filled = not any(t.filled for t in tests)
+    results = []
+    for t in tests:
+        zone = t.zone
+        problems = []
+        if not t.filled:
+            cause = ("pump dead or not powered (no zone filled)" if none_filled
+                     else "valve stuck open or a leak (the pump filled another zone)")
+            problems.append(
+                f"{zone} reached only {t.peak_mmhg:.1f} mmHg in {INFLATE_DEADLINE_S:.0f} s: {cause}"
+            )
+        elif t.peak_mmhg - t.held_mmhg > HOLD_MAX_DROP_MMHG:
+            problems.append(f"{zone} lost {t.peak_mmhg - t.held_mmhg:.1f} mmHg in {HOLD_S:.0f} s hold (leak)")
+        fed_by = [other.zone for other in tests if zone in other.rose]
+        if fed_by:
+            problems.append(f"{zone} rose while only {', '.join(fed_by)} was connected "
+                            f"(valve stuck closed: {zone} stays on the manifold)")
+        if not t.vented:
+            problems.append(f"{zone} still {_fmt(t.after_vent_mmhg, 'mmHg')} {deadline:.0f} s after venting "
+                            "(valve stuck closed)")
+        measured = (f"{t.target_mmhg:.0f} mmHg in {t.fill_s:.1f} s, vented in {t.vent_s:.1f} s"
+                    if t.filled and t.vented
+                    else f"peak {t.peak_mmhg:.1f} mmHg, after vent {_fmt(t.after_vent_mmhg, 'mmHg')}")
+        limit = (f">= {t.target_mmhg:.0f} mmHg within {INFLATE_DEADLINE_S:.0f} s; < {vented:.0f} mmHg "
+                 f"within {deadline:.0f} s")
+        results.append(CheckResult(f"zone_{zone}", not problems, measured, limit, "; ".join(problems)))
+    return results
 
 
 def _below(value: float | None, limit: float) -> bool:
@@ -224,8 +275,10 @@ def _check_motor(bench: TestBench, motor: str) -> CheckResult:
 def _check_heater(bench: TestBench) -> CheckResult:
     hw = bench.hardware
     start = bench.sample().temperature_c
-    if any(v is None for v in start.values()):
-        return CheckResult("heater", False, "no temperature", f"+{HEATER_RISE_C} °C", "thermistor unreadable")
+    unreadable = [n for n, v in start.items() if v is None]
+    if unreadable:
+        return CheckResult("heater", False, "no temperature", f"+{HEATER_RISE_C} °C",
+                           f"not tested: thermistor {', '.join(unreadable)} unreadable")
     hw.relay.energise()
     bench.wait(HEATER_IDLE_WATCH_S)  # powered but at duty 0: a stuck-on switch shows up as warming
     idle = bench.sample().temperature_c
@@ -249,12 +302,23 @@ def _check_heater(bench: TestBench) -> CheckResult:
     ok, waited, s = bench.wait_until(risen, HEATER_DEADLINE_S)
     hw.heater.off()
     hw.relay.drop()
+    limit = f"+{HEATER_RISE_C} °C within {HEATER_DEADLINE_S:.0f} s"
+    lost = [n for n, v in s.temperature_c.items() if v is None or start.get(n) is None]
+    if lost:
+        return CheckResult("heater", False, "no temperature", limit,
+                           f"thermistor {', '.join(lost)} lost its reading during the heater test")
     rises = {n: (s.temperature_c[n] or 0.0) - (start[n] or 0.0) for n in start}
     passed = ok and all(r >= HEATER_RISE_C for r in rises.values())
-    measured = ", ".join(f"{n} +{r:.2f} °C" for n, r in rises.items()) + f" in {waited:.0f} s"
-    msg = "" if passed else f"heater did not raise the temperature by {HEATER_RISE_C} °C within " \
-        f"{HEATER_DEADLINE_S:.0f} s (heater open or not powered)"
-    return CheckResult("heater", passed, measured, f"+{HEATER_RISE_C} °C within {HEATER_DEADLINE_S:.0f} s", msg)
+    measured = ", ".join(f"{n} {r:+.2f} °C" for n, r in rises.items()) + f" in {waited:.0f} s"
+    if passed:
+        msg = ""
+    elif any((v or 0.0) >= HEATER_ABORT_C for v in s.temperature_c.values()):
+        msg = (f"the pad reached {HEATER_ABORT_C:.0f} °C before rising {HEATER_RISE_C} °C: "
+               "let it cool and test again")
+    else:
+        msg = (f"heater did not raise the temperature by {HEATER_RISE_C} °C within "
+               f"{HEATER_DEADLINE_S:.0f} s (heater open or not powered)")
+    return CheckResult("heater", passed, measured, limit, msg)
 
 
 def _check_deadman(bench: TestBench) -> CheckResult:
@@ -273,15 +337,27 @@ def _check_deadman(bench: TestBench) -> CheckResult:
                        "" if ok else "the external deadman did not drop the relay when the heartbeat stopped")
 
 
-def run_selftest(config: Config, *, sim: bool, inject: str | None = None) -> list[CheckResult]:
-    """Build the hardware (simulated or real), run every check, close everything."""
+def run_selftest(
+    config: Config,
+    *,
+    sim: bool,
+    inject: str | None = None,
+    inject_params: Mapping[str, Any] | None = None,
+) -> list[CheckResult]:
+    """Build the hardware (simulated or real), run every check, close everything.
+
+    With ``sim``, ``inject`` names a plant fault injected first; ``inject_params`` narrows it
+    (``zone``, ``motor`` or ``sensor``, as ``Plant.inject`` takes them).
+    """
+    if (inject is not None or inject_params) and not sim:
+        raise ValueError("inject: plant faults can only be injected with sim=True")
     if sim:
         from device.sim import build_sim
 
         clock = VirtualClock()
         rig = build_sim(config, clock=clock.now, params=PlantParams(deadman_timeout_s=0.5))
         if inject:
-            rig.plant.inject(inject)
+            rig.plant.inject(inject, **dict(inject_params or {}))
 
         def wait(seconds: float) -> None:
             rig.plant.step(seconds)
@@ -317,8 +393,12 @@ def report(results: list[CheckResult]) -> str:
 def selftest_main(args: argparse.Namespace, config: Config) -> int:
     """``massager selftest [--sim] [--json] [--inject FAULT]``."""
     inject = getattr(args, "inject", None)
-    if inject is not None and (not args.sim or inject not in PLANT_FAULTS):
-        print(f"massager selftest: --inject needs --sim and one of {', '.join(PLANT_FAULTS)}",
+    if inject is not None and not args.sim:
+        print("massager selftest: --inject works only with --sim (faults go into the simulated plant)",
+              file=sys.stderr)
+        return 2
+    if inject is not None and inject not in PLANT_FAULTS:
+        print(f"massager selftest: --inject: unknown plant fault {inject!r}; known: {', '.join(PLANT_FAULTS)}",
               file=sys.stderr)
         return 2
     if not args.sim:
