@@ -394,6 +394,12 @@ class Panel:
             self._unsubscribe = None
             with contextlib.suppress(ValueError):
                 unsubscribe()
+        # Each Button's hold thread polls every 0.1 s and close() joins it: ask them all to stop
+        # first, so closing five buttons takes one poll instead of five (this runs on the event loop).
+        for device in self._devices:
+            hold_thread = getattr(device, "_hold_thread", None)
+            if hold_thread is not None:
+                hold_thread.stopping.set()
         for device in reversed(self._devices):
             try:
                 device.close()
