@@ -4,20 +4,45 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from device import __version__
 from device.config import Config
-from device.faultlog import FaultLog
-from device.persist import StateStore
+from device.faultlog import FAULT_LOG_NAME, FaultLog, format_entry
+from device.persist import STATE_FILE, StoredState
 
 LAST_FAULTS = 5
 
 
+def read_state(state_dir: Path) -> tuple[StoredState, str | None]:
+    """The stored state without touching the file (``StateStore.load`` moves a corrupt one aside)."""
+    path = state_dir / STATE_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return StoredState(), None
+    except OSError as exc:
+        return StoredState(), f"cannot read {path}: {exc.strerror or exc}"
+    try:
+        return StoredState.model_validate_json(raw), None
+    except ValidationError as exc:
+        problem = f"{path} is corrupt ({exc.error_count()} errors); the firmware will start from defaults"
+        return StoredState(), problem
+
+
 def gather(config: Config, config_path: str | None) -> dict[str, Any]:
     """Everything ``info`` reports, as one JSON-ready dict."""
-    stored = StateStore(config.state_dir).load()
-    entries = FaultLog(config.state_dir / "faults.jsonl").entries()
+    stored, state_problem = read_state(config.state_dir)
+    problems = [state_problem] if state_problem else []
+    log_path = config.state_dir / FAULT_LOG_NAME
+    try:
+        entries = FaultLog(log_path).entries()
+    except OSError as exc:
+        entries = []
+        problems.append(f"cannot read {log_path}: {exc.strerror or exc}")
     return {
         "firmware_version": __version__,
         "device_id": config.resolved_device_id,
@@ -28,6 +53,7 @@ def gather(config: Config, config_path: str | None) -> dict[str, Any]:
         "preferences": stored.preferences.model_dump(mode="json"),
         "faults_total": len(entries),
         "last_faults": entries[-LAST_FAULTS:],
+        "problems": problems,
     }
 
 
@@ -35,7 +61,7 @@ def info_main(args: argparse.Namespace, config: Config) -> int:
     """``massager info [--json]``."""
     data = gather(config, str(args.config) if getattr(args, "config", None) else None)
     if args.json:
-        print(json.dumps(data, indent=1))
+        print(json.dumps(data, indent=1, ensure_ascii=False))
         return 0
     usage = data["usage"]
     print(f"firmware   {data['firmware_version']}")
@@ -46,10 +72,12 @@ def info_main(args: argparse.Namespace, config: Config) -> int:
     print(f"sessions   {usage['sessions']}   faults {usage['faults']}")
     for name, seconds in sorted(usage["run_s"].items()):
         print(f"  {name:<14} {seconds / 3600:8.2f} h")
+    for problem in data["problems"]:
+        print(f"warning: {problem}")
     if data["last_faults"]:
-        print("last faults:")
+        print(f"last faults ({len(data['last_faults'])} of {data['faults_total']}, newest last):")
         for entry in data["last_faults"]:
-            print(f"  {entry.get('code', '?')}: {entry.get('message', '')}")
+            print(f"  {format_entry(entry)}")
     else:
         print("no faults recorded")
     return 0
