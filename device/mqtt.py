@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 import weakref
@@ -242,6 +243,8 @@ class MqttBridge:
             tls_insecure=s.tls.insecure if s.tls.enabled else None,
             queue_type=_StampedQueue,
             max_queued_incoming_messages=INCOMING_QUEUE_MAX,
+            # small packets go out at once: without this a reply can wait for a delayed ACK (~40 ms)
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     def _where(self) -> str:
