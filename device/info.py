@@ -57,9 +57,19 @@ def gather(config: Config, config_path: str | None) -> dict[str, Any]:
     }
 
 
+def config_path(args: argparse.Namespace) -> str | None:
+    """The file the config came from: ``--config``, else the device's default file when it exists."""
+    from device import cli  # at call time: the same default that ``config_from_args`` used
+
+    path = getattr(args, "config", None)
+    if path is None and cli.DEFAULT_CONFIG.exists():
+        path = cli.DEFAULT_CONFIG
+    return str(path) if path is not None else None
+
+
 def info_main(args: argparse.Namespace, config: Config) -> int:
     """``massager info [--json]``."""
-    data = gather(config, str(args.config) if getattr(args, "config", None) else None)
+    data = gather(config, config_path(args))
     if args.json:
         print(json.dumps(data, indent=1, ensure_ascii=False))
         return 0

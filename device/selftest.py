@@ -411,7 +411,7 @@ def selftest_main(args: argparse.Namespace, config: Config) -> int:
     passed = all(r.passed for r in results)
     if args.json:
         doc: dict[str, Any] = {"passed": passed, "checks": [asdict(r) for r in results]}
-        print(json.dumps(doc, indent=1))
+        print(json.dumps(doc, indent=1, ensure_ascii=False))
     else:
         print(report(results))
     return 0 if passed else 1

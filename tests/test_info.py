@@ -114,3 +114,15 @@ def test_info_reports_an_unreadable_fault_log(tmp_path: Path, capsys: pytest.Cap
     doc = info_json(tmp_path, capsys)
     assert doc["faults_total"] == 0
     assert doc["problems"] == [f"cannot read {tmp_path / 'state' / FAULT_LOG_NAME}: Is a directory"]
+
+
+def test_info_names_the_default_config_file_when_it_was_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = tmp_path / "etc" / "massager.toml"
+    default.parent.mkdir()
+    default.write_text('device_id = "massager-ondevice"\n')
+    monkeypatch.setattr("device.cli.DEFAULT_CONFIG", default)  # what /etc/massager/massager.toml is on a Pi
+    doc = info_json(tmp_path, capsys)
+    assert doc["config_path"] == str(default)
+    assert doc["device_id"] == "massager-ondevice"
