@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -91,6 +92,7 @@ class Sim:
         )
         self.trace = Trace()
         self.record_outputs = record_outputs
+        self.step_s = 0.0  # wall time spent in Session.step (the firmware's own per-tick logic)
 
     def tick(self, record: bool = True) -> None:
         """One 20 Hz pass: read, check, step, apply, then advance the plant and the clock."""
@@ -108,7 +110,9 @@ class Sim:
             )
             if fault is not None:
                 self.trace.faults.append(fault)
+        started = time.perf_counter()
         command = session.step(now, sample)
+        self.step_s += time.perf_counter() - started
         rig.hardware.apply(command)
         if record:
             trace = self.trace

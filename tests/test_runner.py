@@ -78,7 +78,9 @@ def test_runner_builtin_program_runs_start_to_finish(
     assert ending < middle * 0.8, f"end of the cool-down {ending:.2f} of the cap, middle {middle:.2f}"
     _assert_rollers_reverse_through_a_stop(trace)
     assert max(pump_runs_s(trace)) < 8.0
-    assert wall < 15.0, f"a {expected_s / 60:.0f}-minute session took {wall:.1f} s of wall time"
+    # the session logic itself is cheap; the rest of the wall time is the simulated hardware and plant
+    assert sim.step_s < 1.0, f"Session.step took {sim.step_s:.2f} s for a {expected_s / 60:.0f}-minute session"
+    assert wall < 20.0, f"a {expected_s / 60:.0f}-minute session took {wall:.1f} s of wall time"
 
 
 @pytest.mark.parametrize("name", BUILTIN)
