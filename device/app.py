@@ -141,7 +141,7 @@ class App:
                 code=FaultCode.CONTROL_LOOP_STALL,
                 message=f"control loop silent for more than {self.config.safety.loop_stale_s} s",
                 since=time.time(),
-                t=self.clock.now(),
+                t=self.controller.last_sample.t if self.controller.last_sample else 0.0,
             )
         )
         log.critical("deadman: control loop stalled; outputs forced off")
@@ -195,6 +195,10 @@ class App:
             await self.controller.run(stopping)
         finally:
             self.controller.on_pass = original
+            # The loop ends here on purpose: outputs off, and the deadman stops watching it (later
+            # shutdown stages, such as saying offline to a slow broker, are not a stalled loop).
+            self.hardware.safe_off()
+            self.deadman.stop()
 
     async def plant_task(self) -> None:
         """Advance the simulated plant with the clock."""
@@ -233,9 +237,10 @@ class App:
         finally:
             self.hardware.safe_off()
             self.deadman.stop()
+            if self.rig is not None:  # read from the mock pins before they are released
+                log.info("sim: final plant outputs %s", json.dumps(self.rig.plant.outputs()))
             self.hardware.close()
             if self.rig is not None:
-                log.info("sim: final plant outputs %s", json.dumps(self.rig.plant.outputs()))
                 self.rig.factory.close()
             self.store.save(self.device.stored)
             sdnotify.stopping()

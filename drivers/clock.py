@@ -62,9 +62,15 @@ class VirtualClock:
 class LoopClock:
     """The running asyncio loop's clock: real time normally, virtual under VirtualTimeLoop."""
 
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
     def now(self) -> float:
-        """The event loop's time."""
-        return asyncio.get_running_loop().time()
+        """The event loop's time (also from other threads, once the loop has asked once)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
 
     async def sleep(self, seconds: float) -> None:
         """An ordinary asyncio sleep on the loop's time line."""
