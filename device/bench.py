@@ -224,21 +224,20 @@ async def _deadman_trials(probe: AppProbe, trials: int) -> list[float]:
 
 
 async def _button_trials(probe: AppProbe, trials: int) -> list[float]:
-    """From a mock press of ``power`` (idle) to the relay switching on."""
+    """From a mock click of ``power`` (idle; a start acts on release) to the relay switching on."""
     app = probe.app
     button = app.rig.factory.pin(app.config.pins.button_power)
     latencies: list[float] = []
     for _ in range(trials):
         await probe.reset()
-        await asyncio.sleep(0.05 + random.uniform(0.0, 0.05))
-        t0 = time.monotonic()
         button.drive_low()
+        await asyncio.sleep(0.1 + random.uniform(0.0, 0.05))
+        t0 = time.monotonic()
+        button.drive_high()
         while not probe.relay_pin.state and time.monotonic() - t0 < 1.0:
             await asyncio.sleep(0.0005)
         if probe.relay_pin.state:
             latencies.append(probe.relay_pin._last_change - t0)
-        await asyncio.sleep(0.05)
-        button.drive_high()
         await asyncio.sleep(0.05)
     await probe.reset()
     return latencies

@@ -159,6 +159,7 @@ class Panel:
         self.timer_max_min = cfg.session.timer_max_min
         self._loop = asyncio.get_running_loop()
         self._events: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+        self._woken = asyncio.Event()
         self._devices: list[Any] = []
         bounce = cfg.panel.bounce_s or None
         try:
@@ -206,7 +207,12 @@ class Panel:
     def _post(self, name: str, pressed: bool) -> None:
         """From a gpiozero thread (or a mock pin's caller): hand the edge to the event loop."""
         with contextlib.suppress(RuntimeError):  # the loop has closed: the panel is shutting down
-            self._loop.call_soon_threadsafe(self._events.put_nowait, (name, pressed))
+            self._loop.call_soon_threadsafe(self._edge, name, pressed)
+
+    def _edge(self, name: str, pressed: bool) -> None:
+        """On the event loop: queue the edge and wake the panel task at once (button latency)."""
+        self._events.put_nowait((name, pressed))
+        self._woken.set()
 
     def _on_change(self, _reason: str) -> None:
         """Device listener: only flag; the next frame re-reads the state."""
@@ -218,8 +224,20 @@ class Panel:
         """Handle buttons and draw LEDs and buzzer every frame until ``stop`` is set."""
         log.info("panel ready%s", " (buzzer muted)" if self.muted else "")
         while not stop.is_set():
+            self._woken.clear()
             self.frame(self.clock.now())
-            await self.clock.sleep(FRAME_S)
+            if self._events.empty():
+                await self._next_frame()
+
+    async def _next_frame(self) -> None:
+        """Sleep one frame on the app clock, or less when a button edge arrives."""
+        sleeper = asyncio.ensure_future(self.clock.sleep(FRAME_S))
+        woken = asyncio.ensure_future(self._woken.wait())
+        try:
+            await asyncio.wait((sleeper, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            woken.cancel()
 
     def frame(self, now: float) -> None:
         """One panel frame: button edges, held-button timing, then LEDs and buzzer."""
