@@ -93,7 +93,7 @@ class AirbagControl:
         self._wait_until = now + pause_s
         self._wave = None
         self._set(frozenset(), 0.0)
-        self._pump_off(now)
+        self._pump_off()
 
     def step(
         self,
@@ -178,7 +178,7 @@ class AirbagControl:
         if unsafe:
             log.warning("airbags: venting %s (near its cap or no reading)", ", ".join(unsafe))
             self._set(connected.difference(unsafe), 0.0)
-            self._pump_off(now)
+            self._pump_off()
             return
         setpoint = self._setpoint
         if self.pump > 0.0:
@@ -186,14 +186,14 @@ class AirbagControl:
             if highest >= setpoint - PUMP_LEAD_MMHG or on_for >= PUMP_BURST_MAX_S:
                 if on_for >= PUMP_BURST_MAX_S:
                     self._rest_until = now + PUMP_REST_S
-                self._pump_off(now)
+                self._pump_off()
         else:
             band = TRACK_BAND_MMHG if self._state == _INFLATE else HOLD_BAND_MMHG
             if highest < setpoint - band and now >= self._rest_until:
                 self.pump = 1.0
                 self._pump_since = now
 
-    def _pump_off(self, now: float) -> None:
+    def _pump_off(self) -> None:
         self.pump = 0.0
         self._pump_since = None
 
