@@ -288,6 +288,7 @@ class Safety(Model):
     pump_max_on_s: float = Field(limits.PUMP_MAX_ON_S, ge=3.0)
     stall_current_a: float = Field(limits.STALL_CURRENT_A, ge=0.5)
     stall_s: float = Field(limits.STALL_S, ge=0.1)
+    stall_amps_per_duty: float = Field(limits.STALL_AMPS_PER_DUTY, ge=2.5)
     bus_errors_max: int = Field(limits.BUS_ERRORS_MAX, ge=1)
     loop_stale_s: float = Field(limits.LOOP_STALE_S, ge=0.15)
 
@@ -319,6 +320,7 @@ class Safety(Model):
             "pump_max_on_s": limits.PUMP_MAX_ON_S,
             "stall_current_a": limits.STALL_CURRENT_A,
             "stall_s": limits.STALL_S,
+            "stall_amps_per_duty": limits.STALL_AMPS_PER_DUTY,
             "bus_errors_max": limits.BUS_ERRORS_MAX,
             "loop_stale_s": limits.LOOP_STALE_S,
         }

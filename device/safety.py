@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from device.config import Safety
-from modes.limits import ZONES, Zone
+from modes.limits import STALL_MIN_DUTY, ZONES, Zone
 from modes.signals import MOTORS, Sample
 
 log = logging.getLogger(__name__)
@@ -419,7 +419,9 @@ class Supervisor:
         trip = None
         for motor in MOTORS:
             amps = sample.motor_current_a.get(motor)
-            if amps is None or amps <= s.stall_current_a:
+            duty = abs(float(sample.outputs.get(motor, 0.0)))
+            per_duty = amps / duty if amps is not None and duty >= STALL_MIN_DUTY else 0.0
+            if amps is None or (amps <= s.stall_current_a and per_duty <= s.stall_amps_per_duty):
                 self._stall_since[motor] = None
                 continue
             since = self._stall_since[motor]
@@ -427,8 +429,9 @@ class Supervisor:
                 since = self._stall_since[motor] = sample.t
             if sample.t - since >= s.stall_s - _EPS and trip is None:
                 trip = FaultCode.MOTOR_STALL, (
-                    f"{motor} drew {amps:.2f} A for {sample.t - since:.2f} s "
-                    f"(stall above {s.stall_current_a} A for {s.stall_s} s)"
+                    f"{motor} drew {amps:.2f} A at duty {duty:.2f} for {sample.t - since:.2f} s "
+                    f"(stall above {s.stall_current_a} A, or above {s.stall_amps_per_duty} A per unit "
+                    f"of duty, for {s.stall_s} s)"
                 )
         return trip
 

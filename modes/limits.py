@@ -42,6 +42,11 @@ PUMP_MAX_ON_S: Final = 10.0
 # Motors
 STALL_CURRENT_A: Final = 2.0
 STALL_S: Final = 0.5
+# A stalled DC motor draws about its stall current times the PWM duty, so at low duty it stays under
+# STALL_CURRENT_A: current per unit of duty above this also counts as a stall (running motors draw
+# well under half of it). Checked only at duties of at least STALL_MIN_DUTY.
+STALL_AMPS_PER_DUTY: Final = 5.0
+STALL_MIN_DUTY: Final = 0.1
 
 # Sensor bus, control loop
 BUS_ERRORS_MAX: Final = 3

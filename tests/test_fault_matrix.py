@@ -213,7 +213,8 @@ def _cases() -> list[Case]:
     for state in ("pause", "finishing"):
         cases.append(Case("valve_stuck_closed", state, stuck, VENT_DEADLINE_S + 0.2, (("zone", "foot"),),
                           persists=True, stuck_zone="foot"))
-    cases.append(Case("motor_stall", "warm_up", stall, 1.0, (("motor", "all"),), intensity=5))
+    for intensity in range(1, 6):  # low-duty warm-up stalls are caught by current per unit of duty
+        cases.append(Case("motor_stall", "warm_up", stall, 1.0, (("motor", "all"),), intensity=intensity))
     return cases
 
 

@@ -513,3 +513,27 @@ def test_safety_uses_a_tightened_envelope() -> None:
     supervisor = Supervisor(tight, thermistors=["pad_1", "pad_2"])
     fault = feed(supervisor, 1.0, lambda t: make_sample(t, temp=43.1))
     assert_trips(fault, FaultCode.OVER_TEMPERATURE, at=0.0)
+
+
+def _rollers(duty: float, amps: float) -> Callable[[float], Sample]:
+    outputs = {"foot_rollers": duty, "relay": True}
+    return lambda t: make_sample(t, current={"foot_rollers": amps}, outputs=outputs)
+
+
+def test_safety_low_duty_stall_below_the_per_duty_limit_does_not_trip(supervisor: Supervisor) -> None:
+    # 1.2 A at duty 0.25 is 4.8 A per unit of duty: under the 5.0 limit (a heavily loaded roller)
+    assert feed(supervisor, 2.0, _rollers(0.25, 1.2)) is None
+
+
+def test_safety_low_duty_stall_above_the_per_duty_limit_trips_after_half_a_second(
+    supervisor: Supervisor,
+) -> None:
+    # 1.9 A is under the 2.0 A absolute limit, but 7.6 A per unit of duty at duty 0.25: a stall
+    assert feed(supervisor, 0.45, _rollers(0.25, 1.9)) is None
+    fault = assert_trips(feed(supervisor, 0.2, _rollers(0.25, 1.9), start=0.45), FaultCode.MOTOR_STALL)
+    assert "duty 0.25" in fault.message
+
+
+def test_safety_per_duty_stall_rule_ignores_very_low_duty(supervisor: Supervisor) -> None:
+    # at duty 0.05 the ratio is meaningless (0.3 A would read as 6 A per unit of duty)
+    assert feed(supervisor, 2.0, _rollers(0.05, 0.3)) is None
