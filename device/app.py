@@ -34,7 +34,7 @@ from modes.session import Session, SessionSettings, Status
 
 log = logging.getLogger(__name__)
 
-PLANT_STEP_S = 0.01  # sim time between plant updates
+PLANT_STEP_S = 0.04  # sim time between plant updates (25 Hz: not phase-locked to the 20 Hz loop)
 WATCHDOG_EVERY_S = 0.5  # real seconds between WATCHDOG=1 (systemd WatchdogSec=2)
 FINISH_TIMEOUT_S = 5.0  # shutdown stage 1: vent and stop, in real seconds
 STARTUP_VENT_TIMEOUT_S = 5.0  # zones must read vented within this at start-up

@@ -6,12 +6,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modes.session import Session, Status
-
 from device.hardware import Hardware
 from device.safety import Expectations, Fault, Supervisor
 from drivers.clock import Clock
 from modes.limits import SAMPLE_PERIOD_S
+from modes.session import Session, Status
 from modes.signals import Sample
 
 log = logging.getLogger(__name__)

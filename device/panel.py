@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 BUTTONS = ("power", "program", "intensity", "heat", "timer")
 SETTING_BUTTONS = ("program", "intensity", "heat", "timer")
-FRAME_S = 0.05  # panel frame: button latency, blink and beep resolution
+FRAME_S = 0.1  # panel frame: blink, beep and long-press resolution (buttons wake it at once)
 REFRESH_S = 1.0  # re-read the device state at least this often even without a change notice
 STANDBY_AFTER_S = 300.0  # idle this long without activity: LEDs go to standby
 TIMER_CHOICES_MIN = (10, 15, 20, 30)
