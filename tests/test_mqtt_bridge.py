@@ -132,11 +132,12 @@ async def test_mqtt_sim_fault_shows_in_state_with_all_outputs_off_and_only_stop_
         await w.wait_state(lambda s: s["status"] == "running")
         mark = len(w.seen)
         await w.client.publish(f"{BASE}/sim/fault", b'{"fault": "i2c_dead", "id": "f1"}')
-        answer = (await w.wait_for(f"{BASE}/sim/fault/reply", after=mark)).json()
+        injected = await w.wait_for(f"{BASE}/sim/fault/reply", after=mark)
+        answer = injected.json()
         assert answer["ok"] and answer["id"] == "f1"
         state = await w.wait_state(lambda s: s["fault"] is not None, after=mark)
         assert state["status"] == "fault"
-        assert state["fault"]["code"] == "SENSOR_BUS_FAULT"
+        assert state["fault"]["code"] == "SENSOR_BUS_FAULT", state
         assert rig.plant.all_off()  # from the mock pins, not from the firmware's report
         refused = await w.command({"action": "start"})
         assert not refused["ok"] and "SENSOR_BUS_FAULT" in refused["error"]
@@ -146,7 +147,7 @@ async def test_mqtt_sim_fault_shows_in_state_with_all_outputs_off_and_only_stop_
         still = await w.command({"action": "reset_fault"})  # the bus is still dead
         assert not still["ok"] and "reset refused" in still["error"]
         await w.client.publish(f"{BASE}/sim/fault", b'{"fault": "clear"}')
-        await w.wait_for(f"{BASE}/sim/fault/reply", lambda s: s.json()["ok"], after=mark + 1)
+        await w.wait_for(f"{BASE}/sim/fault/reply", lambda s: s.json()["ok"], after=w.seen.index(injected) + 1)
         async with asyncio.timeout(5):
             while not (await w.command({"action": "reset_fault"}))["ok"]:
                 await asyncio.sleep(0.2)
