@@ -102,7 +102,6 @@ def discovery_messages(
         config: dict[str, Any] = {
             "name": name,
             "unique_id": f"massager_{device_id}_{object_id}",
-            "object_id": f"massager_{device_id}_{object_id}",
             "device": device,
             "availability_topic": topics.availability,
             "payload_available": "online",
