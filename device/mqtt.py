@@ -209,8 +209,9 @@ class MqttBridge:
                     connection.cancel()
                 await asyncio.wait({connection}, timeout=CANCEL_RETRY_S)
             unsubscribe()
-        if not connection.cancelled() and connection.exception() is not None:
-            raise connection.exception()  # type: ignore[misc]  # a bug, not broker trouble
+        error = None if connection.cancelled() else connection.exception()
+        if error is not None:
+            raise error  # a bug, not broker trouble (that never leaves the connection task)
         log.debug("MQTT: stopped")
 
     def _make_client(self) -> aiomqtt.Client | None:

@@ -163,6 +163,19 @@ def _tls_broker(tmp_path: Path, pki: dict[str, Path], extra: str = "") -> Broker
     return Broker(tmp_path, extra_conf=conf).start()
 
 
+async def test_mqtt_unreadable_password_file_disables_mqtt_not_the_massager(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="device.mqtt")
+    config = mqtt_config(tmp_path, broker.port, username="massager", password_file=str(tmp_path / "missing"))
+    async with running_firmware(config) as fw:
+        await asyncio.sleep(0.5)
+        assert fw.bridge.connects == 0
+        assert not fw.task.done()
+    errors = [r.getMessage() for r in caplog.records if r.name == "device.mqtt"]
+    assert len(errors) == 1 and "MQTT disabled" in errors[0] and "password_file" in errors[0], errors
+
+
 @pytest.fixture
 def tls_broker(tmp_path: Path, pki: dict[str, Path]) -> Iterator[tuple[Broker, Path]]:
     """Mosquitto with a TLS listener whose certificate is signed by the test CA."""
