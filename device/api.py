@@ -137,6 +137,7 @@ class Device:
                     intensity=command.intensity if command.intensity is not None else prefs.intensity,
                     heat=command.heat if command.heat is not None else prefs.heat,
                     timer_min=command.timer_min if command.timer_min is not None else prefs.timer_min,
+                    heat_target_c=command.heat_target_c,
                 )
                 self.stored.usage.sessions += 1
             elif action == "stop":
@@ -153,6 +154,7 @@ class Device:
                     intensity=command.intensity,
                     heat=command.heat,
                     timer_min=command.timer_min,
+                    heat_target_c=command.heat_target_c,
                     skip_zones=frozenset(command.skip_zones) if command.skip_zones is not None else None,
                 )
             elif action == "reset_fault":

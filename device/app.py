@@ -23,6 +23,7 @@ from device.controller import Controller
 from device.deadman import Deadman
 from device.faultlog import FaultLog
 from device.hardware import Hardware
+from device.notice import SAFETY_NOTICE
 from device.persist import StateStore
 from device.safety import Fault, FaultCode, Supervisor
 from device.sim import SimRig, build_sim
@@ -93,6 +94,7 @@ class App:
             log.error("user program skipped: %s", problem)
         self.library = library
         self.store = StateStore(config.state_dir)
+        self.first_start = not self.store.path.exists()
         stored = self.store.load()
         prefs = stored.preferences
         program = prefs.program if prefs.program in library.names() else config.session.default_program
@@ -167,6 +169,9 @@ class App:
             await self.clock.sleep(self.controller.period_s)
         if self.supervisor.latched is not None:
             log.error("start-up found a fault: %s", self.supervisor.latched.message)
+        if self.first_start:
+            log.warning("%s", SAFETY_NOTICE)
+            self.store.save(self.device.stored)  # the notice is shown once, on the first start
         self.ready.set()
         sdnotify.ready()
         log.info("ready (device id %s, %s)", self.device.device_id, "simulated" if self.rig else "hardware")

@@ -55,7 +55,7 @@ class Plan:
 
 FULL = Plan(trials=200, deadman_trials=200, jitter_s=60.0, idle_s=20.0, running_s=60.0,
             sim_minutes=15.0, programs=None)
-QUICK = Plan(trials=12, deadman_trials=5, jitter_s=2.0, idle_s=2.0, running_s=3.0,
+QUICK = Plan(trials=8, deadman_trials=3, jitter_s=1.0, idle_s=1.0, running_s=2.0,
              sim_minutes=1.0, programs=1)
 
 

@@ -31,6 +31,7 @@ class _Base(BaseModel):
 Intensity = Annotated[int, Field(ge=limits.INTENSITY_MIN, le=limits.INTENSITY_MAX)]
 TimerMin = Annotated[int, Field(ge=limits.TIMER_MIN_MIN, le=limits.TIMER_MAX_MIN)]
 ProgramName = Annotated[str, Field(min_length=1, max_length=40)]
+HeatTarget = Annotated[float, Field(ge=limits.HEAT_TARGET_MIN_C, le=limits.HEAT_TARGET_MAX_C)]
 
 
 class Start(_Base):
@@ -40,6 +41,7 @@ class Start(_Base):
     program: ProgramName | None = None
     intensity: Intensity | None = None
     heat: bool | None = None
+    heat_target_c: HeatTarget | None = None
     timer_min: TimerMin | None = None
 
 
@@ -50,6 +52,7 @@ class Set(_Base):
     program: ProgramName | None = None
     intensity: Intensity | None = None
     heat: bool | None = None
+    heat_target_c: HeatTarget | None = None
     timer_min: TimerMin | None = None
     skip_zones: list[limits.Zone] | None = Field(None, max_length=3)
 

@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from device.commands import CommandError
+from device.notice import SAFETY_NOTICE
 from drivers.sim.plant import PLANT_FAULTS
 from modes.limits import ZONES
 
@@ -101,7 +102,7 @@ class Dashboard:
         self.app = app
         self.rig = app.rig
         self.console = console or Console()
-        self.message = "ready"
+        self.message = SAFETY_NOTICE if getattr(app, "first_start", False) else "ready"
         self.recent = RecentLog()
         self._holds: list[tuple[float, str]] = []  # (release at, button) on the app clock
         self._quitting = False

@@ -1,0 +1,105 @@
+"""Command validation (the one path for phone, Home Assistant and panel) and the first-start notice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from device.app import App
+from device.commands import CommandError, Set, Start, decode_payload, parse_command
+from device.config import load_config
+from device.notice import SAFETY_NOTICE
+from drivers.clock import LoopClock, run_virtual
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "words"),
+    [
+        ({"action": "start", "intensity": 6}, "intensity", "less than or equal to 5"),
+        ({"action": "start", "intensity": True}, "intensity", "integer"),
+        ({"action": "start", "heat_target_c": 43}, "heat_target_c", "less than or equal to 42"),
+        ({"action": "set", "heat_target_c": 30}, "heat_target_c", "greater than or equal to 35"),
+        ({"action": "set", "timer_min": 31}, "timer_min", "less than or equal to 30"),
+        ({"action": "set", "skip_zones": ["knee"]}, "skip_zones.0", "'foot', 'ankle' or 'calf'"),
+        ({"action": "fly"}, "action", "unknown action"),
+        ({"intensity": 3}, "action", "missing"),
+        ({"action": "stop", "force": True}, "force", "unknown field"),
+    ],
+)
+def test_commands_bad_fields_are_named(data: dict[str, object], field: str, words: str) -> None:
+    with pytest.raises(CommandError) as caught:
+        parse_command(data)
+    assert caught.value.field == field
+    assert words in caught.value.message
+
+
+def test_commands_heat_target_in_range_is_accepted() -> None:
+    assert parse_command({"action": "start", "heat_target_c": 38.5}) == Start(
+        action="start", heat_target_c=38.5
+    )
+    assert parse_command({"action": "set", "heat_target_c": 35}) == Set(action="set", heat_target_c=35.0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [(b"\xff\xfe", "not UTF-8"), (b"{", "not valid JSON"), (b"x" * 5000, "limit is 4096")],
+)
+def test_commands_bad_payload_bytes_are_refused(payload: bytes, words: str) -> None:
+    with pytest.raises(CommandError, match=words):
+        decode_payload(payload)
+
+
+def _run_app_briefly(state_dir: Path) -> App:
+    config = load_config(None, {"state_dir": str(state_dir), "programs_dir": None, "mqtt.enabled": False})
+
+    async def main() -> App:
+        app = App(config, sim=True, clock=LoopClock())
+
+        async def stop_soon(app: App) -> None:
+            await app.ready.wait()
+            await asyncio.sleep(0.5)
+            app.stop_event.set()
+
+        app.extra_tasks["stop"] = stop_soon
+        assert await app.run() == 0
+        return app
+
+    result: App = run_virtual(main())
+    return result
+
+
+def test_commands_first_start_shows_the_safety_notice_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="device.app")
+    first = _run_app_briefly(tmp_path / "state")
+    assert first.first_start
+    assert any(SAFETY_NOTICE in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    second = _run_app_briefly(tmp_path / "state")
+    assert not second.first_start
+    assert not any(SAFETY_NOTICE in r.getMessage() for r in caplog.records)
+
+
+def test_commands_start_with_heat_target_sets_the_session_target(tmp_path: Path) -> None:
+    config = load_config(None, {"state_dir": str(tmp_path), "programs_dir": None, "mqtt.enabled": False})
+
+    async def main() -> float:
+        app = App(config, sim=True, clock=LoopClock())
+        seen: list[float] = []
+
+        async def drive(app: App) -> None:
+            await app.ready.wait()
+            reply = app.device.handle_payload(b'{"action": "start", "heat": true, "heat_target_c": 37}')
+            assert reply.ok, reply.error
+            seen.append(app.device.state()["heat_target_c"])
+            app.stop_event.set()
+
+        app.extra_tasks["drive"] = drive
+        await app.run()
+        return seen[0]
+
+    assert run_virtual(main()) == 37.0
