@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -71,8 +72,11 @@ class Broker:
     def start(self) -> Broker:
         """Start the broker and wait until it accepts connections."""
         conf = self.workdir / f"mosquitto-{self.port}.conf"
+        # As root, mosquitto drops to its own user, which cannot read files under pytest's tmp dirs.
+        as_root = "user root\n" if os.geteuid() == 0 and "user " not in self.extra_conf else ""
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            as_root
+            + f"listener {self.port} 127.0.0.1\n"
             + ("allow_anonymous true\n" if "allow_anonymous" not in self.extra_conf else "")
             + "persistence false\n"
             + self.extra_conf
