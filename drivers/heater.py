@@ -32,11 +32,12 @@ class HeaterPad(OutputDriver):
         self._device = PWMOutputDevice(
             pin, initial_value=0, frequency=pwm_frequency_hz, pin_factory=pin_factory
         )
+        self._pin = self._device.pin
 
     @property
     def duty(self) -> float:
         """Duty read back from the pin (0 when closed)."""
-        return 0.0 if self._closed else float(self._device.value)
+        return 0.0 if self._closed else float(self._pin.state)
 
     def set_duty(self, duty: float) -> None:
         """Heat at ``duty`` (0..max_duty); raises InterlockError for duty > 0 with the relay open."""

@@ -33,6 +33,8 @@ class RollerMotor(OutputDriver):
         self._clock = clock
         self._dwell_s = reverse_dwell_s
         self._motor = Motor(forward_pin, backward_pin, pwm=True, pin_factory=pin_factory)
+        self._forward_pin = self._motor.forward_device.pin
+        self._backward_pin = self._motor.backward_device.pin
         for child in (self._motor.forward_device, self._motor.backward_device):
             child.frequency = pwm_frequency_hz
         self._current_reader = current_reader
@@ -44,7 +46,7 @@ class RollerMotor(OutputDriver):
         """Signed duty read back from the H-bridge pins: + forward, - backward."""
         if self._closed:
             return 0.0
-        return float(self._motor.value)
+        return float(self._forward_pin.state) - float(self._backward_pin.state)
 
     @property
     def target(self) -> float:

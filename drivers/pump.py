@@ -19,11 +19,12 @@ class AirPump(OutputDriver):
         self._device = PWMOutputDevice(
             pin, initial_value=0, frequency=pwm_frequency_hz, pin_factory=pin_factory
         )
+        self._pin = self._device.pin
 
     @property
     def duty(self) -> float:
         """Duty read back from the pin (0 when closed)."""
-        return 0.0 if self._closed else float(self._device.value)
+        return 0.0 if self._closed else float(self._pin.state)
 
     @property
     def is_running(self) -> bool:

@@ -17,11 +17,13 @@ class _Switch(OutputDriver):
         self._device = DigitalOutputDevice(
             pin, active_high=True, initial_value=False, pin_factory=pin_factory
         )
+        self._pin = self._device.pin
 
     @property
     def is_on(self) -> bool:
         """The pin's state read back from the device."""
-        return (not self._closed) and bool(self._device.value)
+        # The pin itself (active high): the same truth as device.value, without its layers (20 Hz).
+        return (not self._closed) and bool(self._pin.state)
 
     def _on(self) -> None:
         self._check_open()

@@ -65,6 +65,8 @@ class FakeADS1115:
             word = self.conversion & 0xFFFF
         else:
             word = 0x8000 if register == 2 else 0x7FFF
+        if length == 2:
+            return [word >> 8, word & 0xFF]
         return [word >> 8, word & 0xFF][:length] + [0] * max(0, length - 2)
 
     def _convert(self) -> None:

@@ -32,6 +32,11 @@ PLANT_FAULTS = (
 MAX_STEP_S = 0.05  # physics sub-step (exponential updates stay stable at this size)
 
 
+def _ground() -> float:
+    """An unconnected input sits near ground."""
+    return 0.0
+
+
 class PlantFaultError(ValueError):
     """An unknown plant fault or a bad fault parameter."""
 
@@ -99,9 +104,9 @@ class Plant:
         self.faults: dict[str, dict[str, Any]] = {}
         self.bus = FakeSMBus()
         addresses = {a for a, _c, _m in self._all_inputs()}
+        self._sources = self._wire_sources()
         for address in sorted(addresses):
             self.bus.devices[address] = FakeADS1115(volts=self._volts_reader(address), busy_polls=0)
-        self._sources = self._wire_sources()
         self._pins = {name: factory.pin(pin) for name, pin in wiring.pins.items()}
         self._heartbeat_state = False
         self._heartbeat_seen_t = 0.0
@@ -245,8 +250,11 @@ class Plant:
         ]
 
     def _volts_reader(self, address: int) -> Any:
+        """The voltage source of one converter: its four inputs looked up once, called per conversion."""
+        inputs = [self._sources.get((address, channel), _ground) for channel in range(4)]
+
         def read(channel: int) -> float:
-            return self.adc_volts(address, channel)
+            return inputs[channel]()
 
         return read
 
