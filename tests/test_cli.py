@@ -1,0 +1,78 @@
+"""The command line: argument errors, config overrides, run without GPIO, safe-off."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from device import app as app_module
+from device.cli import build_parser, config_from_args, main
+
+
+def test_cli_run_without_gpio_says_to_use_sim(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setattr(app_module, "has_gpio", lambda: False)
+    assert main(["run", "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no GPIO" in err and "massager run --sim" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["run", "--sim", "--mqtt-port", "70000"], "--mqtt-port: must be 1-65535, got 70000"),
+        (["run", "--sim", "--mqtt-port", "many"], "--mqtt-port: must be a whole number"),
+        (["run", "--sim", "--time-scale", "0"], "--time-scale: must be between 0.1 and 1000"),
+        (["run", "--sim", "--log-level", "loud"], "--log-level: invalid choice"),
+        (["programs", "--colour"], "unrecognized arguments: --colour"),
+        (["launch"], "invalid choice: 'launch'"),
+    ],
+)
+def test_cli_bad_arguments_exit_2_naming_the_option(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_cli_overrides_apply_on_top_of_the_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "massager.toml"
+    config_file.write_text('device_id = "from-file"\n[mqtt]\nhost = "broker.local"\nport = 1884\n')
+    args = build_parser().parse_args(
+        ["programs", "--config", str(config_file), "--mqtt-port", "2883", "--state-dir", str(tmp_path)]
+    )
+    config = config_from_args(args)
+    assert config.device_id == "from-file"
+    assert config.mqtt.host == "broker.local"
+    assert config.mqtt.port == 2883
+    assert config.state_dir == tmp_path
+
+
+def test_cli_bad_override_is_a_config_error_naming_the_field(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--device-id", "has spaces"]) == 1
+    assert "device_id" in capsys.readouterr().err
+
+
+def test_cli_safe_off_on_mock_pins_reports_every_output_off(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["safe-off", "--sim"]) == 0
+    assert "every output is off" in capsys.readouterr().out
+
+
+def test_cli_safe_off_without_gpio_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(app_module, "has_gpio", lambda: False)
+    assert main(["safe-off"]) == 2
+    assert "no GPIO" in capsys.readouterr().err
+
+
+def test_cli_every_documented_command_has_a_parser() -> None:
+    parser = build_parser()
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = set(actions[0].choices)
+    assert {"run", "check-config", "programs", "selftest", "faults", "bench", "info", "safe-off"} <= commands
