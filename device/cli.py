@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -118,6 +119,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 DEFAULT_CONFIG = Path("/etc/massager/massager.toml")
 
+# Each command's implementation, imported only when it runs (start-up stays quick).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("device.app", "run_main"),
+    "programs": ("device.programs_cmd", "programs_main"),
+    "selftest": ("device.selftest", "selftest_main"),
+    "faults": ("device.faultlog", "faults_main"),
+    "bench": ("device.bench", "bench_main"),
+    "info": ("device.info", "info_main"),
+    "safe-off": ("device.app", "safe_off_main"),
+}
+
 
 def setup_logging(level: str | None) -> None:
     """Log to stderr (journald adds its own time stamps under systemd)."""
@@ -145,34 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    command: str = args.command
-    if command == "run":
-        from device.app import run_main
-
-        return run_main(args, config)
-    if command == "programs":
-        from device.programs_cmd import programs_main
-
-        return programs_main(args, config)
-    if command == "selftest":
-        from device.selftest import selftest_main
-
-        return selftest_main(args, config)
-    if command == "faults":
-        from device.faultlog import faults_main
-
-        return faults_main(args, config)
-    if command == "bench":
-        from device.bench import bench_main
-
-        return bench_main(args, config)
-    if command == "info":
-        from device.info import info_main
-
-        return info_main(args, config)
-    if command == "safe-off":
-        from device.app import safe_off_main
-
-        return safe_off_main(args, config)
-    parser.error(f"unknown command {command}")
-    return 2
+    module_name, function_name = COMMANDS[args.command]
+    handler = getattr(importlib.import_module(module_name), function_name)
+    status: int = handler(args, config)
+    return status
