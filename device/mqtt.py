@@ -156,6 +156,7 @@ class MqttBridge:
         self.bucket = TokenBucket(rate=command_rate_per_s, burst=command_burst)
         self.state_min_gap_s = state_min_gap_s
         self.connects = 0  # successful connections so far (for tests and the dashboard)
+        self.announced = 0  # connections that got as far as subscribed + online + state + discovery
         self.states_published = 0
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -305,6 +306,7 @@ class MqttBridge:
         await client.publish(self.topics.availability, b"online", qos=1, retain=True)
         await self._publish_state(client)
         await self._publish_discovery(client)
+        self.announced += 1
         async with asyncio.TaskGroup() as group:
             group.create_task(self._receive(client), name="mqtt-receive")
             group.create_task(self._state_loop(client), name="mqtt-state")

@@ -136,7 +136,7 @@ class Running:
 @contextlib.asynccontextmanager
 async def running_firmware(
     config: Config, *, scale: float = SCALE, panel: bool = False,
-    bridge_type: type[MqttBridge] = MqttBridge, **bridge_args: Any,
+    bridge_type: type[MqttBridge] = MqttBridge, expect_connect: bool = True, **bridge_args: Any,
 ) -> AsyncIterator[Running]:
     """Run the App (sim) with the MQTT bridge; stop it gracefully afterwards and check it exits 0."""
     app = App(config, sim=True, clock=ScaledClock(scale=scale))
@@ -153,8 +153,9 @@ async def running_firmware(
     app.extra_tasks["mqtt"] = mqtt
     task = asyncio.create_task(app.run(), name="app")
     try:
-        async with asyncio.timeout(WAIT_S):
-            while "bridge" not in holder:
+        # Ready means subscribed and announced: a command published earlier would find no subscriber.
+        async with asyncio.timeout(3 * WAIT_S):
+            while "bridge" not in holder or (expect_connect and holder["bridge"].announced == 0):
                 if task.done():
                     raise RuntimeError(f"the app ended at start-up: {task.result()}")
                 await asyncio.sleep(0.01)

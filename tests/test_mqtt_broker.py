@@ -117,7 +117,7 @@ async def test_mqtt_wrong_credentials_one_clear_error_and_no_hammering(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     config = mqtt_config(tmp_path, auth_broker.port, username="massager", password="wrong-pass")
-    async with running_firmware(config) as fw:
+    async with running_firmware(config, expect_connect=False) as fw:
         await asyncio.sleep(3.0)
         assert fw.bridge.connects == 0
         assert fw.app.supervisor.latched is None  # the firmware itself is unaffected
@@ -168,7 +168,7 @@ async def test_mqtt_unreadable_password_file_disables_mqtt_not_the_massager(
 ) -> None:
     caplog.set_level(logging.ERROR, logger="device.mqtt")
     config = mqtt_config(tmp_path, broker.port, username="massager", password_file=str(tmp_path / "missing"))
-    async with running_firmware(config) as fw:
+    async with running_firmware(config, expect_connect=False) as fw:
         await asyncio.sleep(0.5)
         assert fw.bridge.connects == 0
         assert not fw.task.done()
@@ -222,7 +222,7 @@ async def test_mqtt_tls_refuses_a_broker_the_ca_did_not_sign(
          "-keyout", str(tmp_path / "other.key"), "-out", str(other))
     config = mqtt_config(tmp_path, broker.port, tls={"enabled": True, "ca_file": str(other)})
     caplog.set_level(logging.WARNING, logger="device.mqtt")
-    async with running_firmware(config) as fw:
+    async with running_firmware(config, expect_connect=False) as fw:
         await asyncio.sleep(1.0)
         assert fw.bridge.connects == 0
     assert any("CERTIFICATE_VERIFY_FAILED" in r.getMessage() or "certificate" in r.getMessage().lower()
