@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 
 BUTTONS = ("power", "program", "intensity", "heat", "timer")
 SETTING_BUTTONS = ("program", "intensity", "heat", "timer")
-FRAME_S = 0.1  # panel frame: blink, beep and long-press resolution (buttons wake it at once)
+FRAME_S = 0.1  # panel frame while animating: blink, beep and long-press resolution
+# (calm panels wake once per REFRESH_S; button edges and state changes wake it at once)
 REFRESH_S = 1.0  # re-read the device state at least this often even without a change notice
 STANDBY_AFTER_S = 300.0  # idle this long without activity: LEDs go to standby
 TIMER_CHOICES_MIN = (10, 15, 20, 30)
@@ -160,6 +162,7 @@ class Panel:
         self._loop = asyncio.get_running_loop()
         self._events: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
         self._woken = asyncio.Event()
+        self._loop_thread = threading.get_ident()
         self._devices: list[Any] = []
         bounce = cfg.panel.bounce_s or None
         try:
@@ -215,8 +218,13 @@ class Panel:
         self._woken.set()
 
     def _on_change(self, _reason: str) -> None:
-        """Device listener: only flag; the next frame re-reads the state."""
+        """Device listener: only flag and wake the task; the next frame re-reads the state."""
         self._dirty = True
+        if threading.get_ident() == self._loop_thread:
+            self._woken.set()
+        else:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._woken.set)
 
     # -- the task -----------------------------------------------------------------------------
 
@@ -227,11 +235,17 @@ class Panel:
             self._woken.clear()
             self.frame(self.clock.now())
             if self._events.empty():
-                await self._next_frame()
+                await self._next_frame(FRAME_S if self._animating() else REFRESH_S)
 
-    async def _next_frame(self) -> None:
-        """Sleep one frame on the app clock, or less when a button edge arrives."""
-        sleeper = asyncio.ensure_future(self.clock.sleep(FRAME_S))
+    def _animating(self) -> bool:
+        """True while something needs frame-rate timing: a held button, a beep, a blinking LED."""
+        state = self._state
+        return bool(self._held or self._beeps or state.get("fault") is not None
+                    or state.get("status") in ("paused", "fault"))
+
+    async def _next_frame(self, seconds: float) -> None:
+        """Sleep ``seconds`` on the app clock, or less when a button edge or a state change arrives."""
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
         woken = asyncio.ensure_future(self._woken.wait())
         try:
             await asyncio.wait((sleeper, woken), return_when=asyncio.FIRST_COMPLETED)
