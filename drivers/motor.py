@@ -68,6 +68,9 @@ class RollerMotor(OutputDriver):
             return
         if current == 0.0 and self._stopped_at is not None and now - self._stopped_at < self._dwell_s:
             return  # still in the dwell after a stop
+        if current == speed:
+            self._stopped_at = None
+            return  # already there: no pin writes at 20 Hz for nothing
         if speed > 0:
             self._motor.forward(speed)
         else:

@@ -71,4 +71,4 @@ class HeartbeatPin(_Switch):
     def toggle(self) -> None:
         """Flip the pin; the deadman keeps the relay up only while it keeps flipping."""
         self._check_open()
-        self._device.toggle()
+        self._pin.state = not self._pin.state  # straight to the pin: this runs on every safety pass
