@@ -96,12 +96,13 @@ class StateStore:
             log.error("cannot read %s (%s); using defaults", self.path, exc)
             return StoredState()
         try:
-            state = StoredState.model_validate(json.loads(raw.decode("utf-8")))
+            data = json.loads(raw.decode("utf-8"))
+            state = StoredState.model_validate(data)
         except (UnicodeDecodeError, json.JSONDecodeError, ValidationError) as exc:
             log.error("state file %s is corrupt (%s); using defaults", self.path, _brief(exc))
             with contextlib.suppress(OSError):
                 self.path.replace(self.path.with_suffix(".corrupt"))
-            return StoredState()
+            return _salvage(data) if isinstance(exc, ValidationError) else StoredState()
         self._last_written = raw
         return state
 
@@ -118,6 +119,17 @@ class StateStore:
         self._last_written = data
         self.writes += 1
         return True
+
+
+def _salvage(data: Any) -> StoredState:
+    """Keep each section of a partly invalid file that still validates on its own (e.g. the usage
+    counters when only a preference is bad); defaults for the rest."""
+    state = StoredState()
+    if isinstance(data, dict):
+        for name, model in (("preferences", Preferences), ("usage", Usage)):
+            with contextlib.suppress(ValidationError):
+                setattr(state, name, model.model_validate(data.get(name, {})))
+    return state
 
 
 def _brief(exc: Exception) -> Any:

@@ -237,3 +237,16 @@ def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
     atomic_write(target, b"second")
     assert target.read_bytes() == b"second"
     assert _files(target.parent) == ["file.bin"]
+
+
+def test_persist_one_bad_preference_keeps_the_usage_counters(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = StateStore(tmp_path)
+    store.path.write_text(
+        '{"version": 1, "preferences": {"intensity": 9}, "usage": {"sessions": 12, "faults": 2}}'
+    )
+    state = StateStore(tmp_path).load()
+    assert state.preferences.intensity == 2  # the bad section falls back to its defaults
+    assert state.usage.sessions == 12 and state.usage.faults == 2  # the good one is kept
+    assert "corrupt" in caplog.text
