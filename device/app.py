@@ -209,16 +209,14 @@ class App:
         """Advance the simulated plant with the clock."""
         assert self.rig is not None
         plant = self.rig.plant
-        pins = [self.rig.factory.pin(getattr(self.config.pins, name)) for name in self.config.pins.LOADS]
+        rig = self.rig
         last = self.clock.now()
         while not self.stop_event.is_set():
             await self.clock.sleep(PLANT_STEP_S)
             now = self.clock.now()
             plant.step(min(now - last, 1.0))
             last = now
-            for pin in pins:  # mock pins keep every change; keep the history short in long runs
-                if len(pin.states) > PIN_HISTORY_MAX:
-                    del pin.states[: -PIN_HISTORY_MAX // 2]
+            rig.trim_pin_history(PIN_HISTORY_MAX // 2)  # mock pins keep every change otherwise
 
     async def run(self) -> int:
         """Run until stopped; returns the exit status. Outputs end off whatever happens."""

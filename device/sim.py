@@ -42,6 +42,12 @@ class SimRig:
     hardware: Hardware
     plant: Plant
 
+    def trim_pin_history(self, keep: int = 1000) -> None:
+        """Drop old entries of the mock pins' change histories (they grow forever in long runs)."""
+        for pin in self.factory.pins.values():
+            if len(pin.states) > 2 * keep:
+                del pin.states[:-keep]
+
     def close(self) -> None:
         """Close the hardware (outputs off) and the mock factory."""
         self.hardware.close()
