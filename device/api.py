@@ -13,7 +13,7 @@ from device.commands import CommandError, Reply
 from device.config import Config
 from device.controller import Controller
 from device.faultlog import FaultLog
-from device.persist import Preferences, StateStore, StoredState
+from device.persist import LatchedFault, Preferences, StateStore, StoredState
 from device.safety import Fault, Supervisor
 from device.sim import SimRig
 from drivers.sim.plant import PlantFaultError
@@ -189,6 +189,8 @@ class Device:
             raise CommandError("action", f"reset refused: {reason}")
         self.session.clear_fault(self.controller.clock.now())
         log.info("fault %s reset", fault.code)
+        self.stored.latched_fault = None
+        self.store.save(self.stored)
         self._act_now()
         self._changed("reset_fault")
 
@@ -204,6 +206,8 @@ class Device:
         except OSError as exc:
             log.error("cannot append to the fault log: %s", exc)
         self.stored.usage.faults += 1
+        self.stored.latched_fault = LatchedFault(code=str(fault.code), message=fault.message,
+                                                 since=fault.since)
         self.store.save(self.stored)
         self._changed("fault")
 

@@ -112,6 +112,7 @@ class App:
         )
         self.session = Session(library=library, settings=settings)
         self.supervisor = Supervisor(config.safety, thermistors=list(config.sensors.thermistors))
+        self._restore_latched_fault(stored.latched_fault)
         self.controller = Controller(
             hardware=hardware, session=self.session, supervisor=self.supervisor, clock=self.clock
         )
@@ -134,6 +135,22 @@ class App:
         self._signals = 0
 
     # -- safety hooks ---------------------------------------------------------------------------
+
+    def _restore_latched_fault(self, stored: Any) -> None:
+        """A fault latched before a restart (crash, watchdog, power cut) stays latched until reset."""
+        if stored is None:
+            return
+        try:
+            code = FaultCode(stored.code)
+        except ValueError:
+            code = FaultCode.CONTROL_LOOP_STALL  # an unknown code from other firmware: still a fault
+        self.supervisor.latch(
+            Fault(code=code, message=f"{stored.message} (latched before the last restart)",
+                  since=stored.since, t=0.0),
+            report=False,
+        )
+        self.session.enter_fault(0.0)
+        log.error("fault %s was latched before the restart; it needs a reset", code)
 
     def _deadman_trip(self) -> None:
         """From the deadman thread: the loop is stale. Outputs off through the drivers, then latch."""

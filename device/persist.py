@@ -42,6 +42,16 @@ class Usage(BaseModel):
     faults: int = Field(0, ge=0)
 
 
+class LatchedFault(BaseModel):
+    """The fault latched when the state was last written (code, message, wall-clock time)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    code: str = Field(min_length=1, max_length=64)
+    message: str = Field(max_length=2000)
+    since: float
+
+
 class StoredState(BaseModel):
     """The whole persistent file."""
 
@@ -50,6 +60,9 @@ class StoredState(BaseModel):
     version: int = 1
     preferences: Preferences = Field(default_factory=Preferences)
     usage: Usage = Field(default_factory=Usage)
+    latched_fault: LatchedFault | None = None  # a fault survives a restart until it is reset
+
+
 
 
 def atomic_write(path: Path, data: bytes) -> None:

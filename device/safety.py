@@ -137,13 +137,17 @@ class Supervisor:
         """A Fault stamped with this supervisor's wall clock."""
         return Fault(code=code, message=message, since=self._wall_clock(), t=t)
 
-    def latch(self, fault: Fault) -> bool:
-        """Latch ``fault`` unless one is already latched (first fault wins); thread-safe."""
+    def latch(self, fault: Fault, *, report: bool = True) -> bool:
+        """Latch ``fault`` unless one is already latched (first fault wins); thread-safe.
+
+        ``report=False`` for a fault restored after a restart: it was logged when it first latched.
+        """
         with self._lock:
             if self._latched is not None:
                 return False
             self._latched = fault
-            self._unreported = fault
+            if report:
+                self._unreported = fault
         log.error("fault latched: %s: %s", fault.code, fault.message)
         return True
 

@@ -3,6 +3,8 @@ task, graceful stop, and what persists across restarts."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -319,3 +321,62 @@ def test_app_corrupt_state_file_starts_with_defaults_and_logs(
     assert seen["status"] == "running"
     data = json.loads((state_dir / STATE_FILE).read_text())  # replaced by a whole file
     assert data["usage"]["sessions"] == 1
+
+
+def test_app_latched_fault_survives_a_restart_until_reset(tmp_path: Path) -> None:
+    """A fault latched before a crash or power cut is latched again at the next start."""
+    from device.commands import CommandError
+
+    config = load_config(None, {"state_dir": str(tmp_path), "programs_dir": None, "mqtt.enabled": False})
+
+    async def first() -> None:
+        app = App(config, sim=True, clock=LoopClock())
+
+        async def trip(app: App) -> None:
+            await app.ready.wait()
+            assert app.rig is not None
+            app.rig.plant.inject("i2c_dead")
+            while app.supervisor.latched is None:
+                await asyncio.sleep(0.05)
+            app.stop_event.set()
+
+        app.extra_tasks["trip"] = trip
+        await app.run()
+
+    async def second() -> tuple[str | None, str]:
+        app = App(config, sim=True, clock=LoopClock())
+        seen: list[Any] = []
+
+        async def look(app: App) -> None:
+            await app.ready.wait()
+            state = app.device.state()
+            seen.append(state["fault"]["code"] if state["fault"] else None)
+            seen.append(state["status"])
+            app.device.reset_fault()  # the bus works again after the restart: reset accepted
+            app.stop_event.set()
+
+        app.extra_tasks["look"] = look
+        assert await app.run() == 0
+        assert app.fault_log.entries()[-1]["code"] == "SENSOR_BUS_FAULT"
+        assert len(app.fault_log.entries()) == 1  # restored, not logged twice
+        return seen[0], seen[1]
+
+    run_virtual(first())
+    assert run_virtual(second()) == ("SENSOR_BUS_FAULT", "fault")
+
+    async def third() -> object:
+        app = App(config, sim=True, clock=LoopClock())
+        out: list[object] = []
+
+        async def look(app: App) -> None:
+            await app.ready.wait()
+            out.append(app.supervisor.latched)
+            with contextlib.suppress(CommandError):
+                app.device.reset_fault()
+            app.stop_event.set()
+
+        app.extra_tasks["look"] = look
+        await app.run()
+        return out[0]
+
+    assert run_virtual(third()) is None  # the reset was remembered
