@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--json", action="store_true", help="JSON output")
     selftest.add_argument("--inject", metavar="FAULT", default=None,
                           help="with --sim: inject a plant fault first (to see the matching check fail)")
+    selftest.add_argument("--inject-zone", choices=("foot", "ankle", "calf", "all"), default=None,
+                          help="the zone of a valve fault given with --inject")
+    selftest.add_argument("--inject-motor", choices=("foot_rollers", "calf_rollers", "all"),
+                          default=None, help="the motor of motor_stall given with --inject")
 
     faults = sub.add_parser("faults", help="print the persistent fault log")
     _add_overrides(faults)

@@ -14,7 +14,7 @@ from device.config import Config
 from device.hardware import Hardware
 from drivers.clock import ScaledClock, VirtualClock
 from drivers.errors import DriverError
-from drivers.sim.plant import PLANT_FAULTS, PlantParams
+from drivers.sim.plant import PLANT_FAULTS, PlantFaultError, PlantParams
 from modes.limits import ZONES, Zone
 from modes.signals import Sample
 
@@ -407,7 +407,20 @@ def selftest_main(args: argparse.Namespace, config: Config) -> int:
         if not has_gpio():
             print("massager selftest: no GPIO on this machine; use --sim", file=sys.stderr)
             return 2
-    results = run_selftest(config, sim=args.sim, inject=inject)
+    params = {k: v for k, v in (("zone", getattr(args, "inject_zone", None)),
+                                  ("motor", getattr(args, "inject_motor", None))) if v is not None}
+    if params and inject is None:
+        print("massager selftest: --inject-zone / --inject-motor go with --inject FAULT", file=sys.stderr)
+        return 2
+    try:
+        results = run_selftest(config, sim=args.sim, inject=inject, inject_params=params or None)
+    except PlantFaultError as exc:
+        print(f"massager selftest: --inject: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as exc:  # GPIO lines or the I2C bus held by the running firmware
+        print(f"massager selftest: cannot open the hardware ({exc}); "
+              "stop the firmware first: sudo systemctl stop massager", file=sys.stderr)
+        return 2
     passed = all(r.passed for r in results)
     if args.json:
         doc: dict[str, Any] = {"passed": passed, "checks": [asdict(r) for r in results]}

@@ -256,3 +256,21 @@ def test_selftest_without_gpio_says_to_use_sim(
 def test_run_selftest_refuses_injection_on_real_hardware(config: Config) -> None:
     with pytest.raises(ValueError, match="only be injected with sim=True"):
         run_selftest(config, sim=False, inject="pump_dead")
+
+
+def test_selftest_cli_inject_zone_fails_that_zone_only(capsys: pytest.CaptureFixture[str]) -> None:
+    from device.cli import main
+
+    assert main(["selftest", "--sim", "--json", "--inject", "valve_stuck_open", "--inject-zone", "ankle"]) == 1
+    checks = {c["name"]: c["passed"] for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["zone_ankle"] is False
+    assert checks["zone_foot"] is True and checks["zone_calf"] is True
+
+
+def test_selftest_cli_inject_param_that_the_fault_does_not_take_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from device.cli import main
+
+    assert main(["selftest", "--sim", "--inject", "pump_dead", "--inject-zone", "calf"]) == 2
+    assert "pump_dead takes no parameter zone" in capsys.readouterr().err
