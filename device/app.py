@@ -35,7 +35,6 @@ from modes.session import Session, SessionSettings, Status
 
 log = logging.getLogger(__name__)
 
-PLANT_STEP_S = 0.04  # sim time between plant updates (25 Hz: not phase-locked to the 20 Hz loop)
 WATCHDOG_EVERY_S = 0.5  # real seconds between WATCHDOG=1 (systemd WatchdogSec=2)
 FINISH_TIMEOUT_S = 5.0  # shutdown stage 1: vent and stop, in real seconds
 STARTUP_VENT_TIMEOUT_S = 5.0  # zones must read vented within this at start-up
@@ -85,6 +84,7 @@ class App:
                 self.rig = build_sim(
                     config, clock=self.clock.now, params=PlantParams(deadman_timeout_s=DEADMAN_HW_S)
                 )
+                self.rig.plant.follow(self.clock.now)  # the plant keeps up with the app's clock
                 hardware = self.rig.hardware
             else:
                 hardware = build_real_hardware(config, self.clock)
@@ -207,6 +207,8 @@ class App:
             if self.deadman.tripped and self.supervisor.latched is None:
                 self.deadman.rearm()  # the stall fault was reset: watch for the next one
             self.deadman.feed()
+            if self.rig is not None and self.controller.stats.ticks % 1000 == 0:
+                self.rig.trim_pin_history(PIN_HISTORY_MAX // 2)  # mock pins keep every change otherwise
             now = time.monotonic()
             if now - self._last_watchdog >= WATCHDOG_EVERY_S:
                 self._last_watchdog = now
@@ -222,30 +224,13 @@ class App:
             self.hardware.safe_off()
             self.deadman.stop()
 
-    async def plant_task(self) -> None:
-        """Advance the simulated plant with the clock."""
-        assert self.rig is not None
-        plant = self.rig.plant
-        rig = self.rig
-        last = self.clock.now()
-        while not self.stop_event.is_set():
-            await self.clock.sleep(PLANT_STEP_S)
-            now = self.clock.now()
-            plant.step(min(now - last, 1.0))
-            last = now
-            rig.trim_pin_history(PIN_HISTORY_MAX // 2)  # mock pins keep every change otherwise
-
     async def run(self) -> int:
         """Run until stopped; returns the exit status. Outputs end off whatever happens."""
         self.deadman.start()
         status = 0
         try:
-            if self.rig is not None:
-                plant = asyncio.create_task(self.plant_task(), name="plant")
             await self.start_up()
             async with asyncio.TaskGroup() as group:
-                if self.rig is not None:
-                    group.create_task(_await(plant), name="plant")
                 group.create_task(self.control_task(), name="control")
                 for name, factory in self.extra_tasks.items():
                     group.create_task(factory(self), name=name)
@@ -294,10 +279,6 @@ class App:
             log.warning("finishing took too long; forcing outputs off")
         self.hardware.safe_off()
         self.stop_event.set()
-
-
-async def _await(task: asyncio.Task[None]) -> None:
-    await task
 
 
 def build_real_hardware(config: Config, clock: Clock) -> Hardware:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -108,6 +108,9 @@ class Plant:
         for address in sorted(addresses):
             self.bus.devices[address] = FakeADS1115(volts=self._volts_reader(address), busy_polls=0)
         self._pins = {name: factory.pin(pin) for name, pin in wiring.pins.items()}
+        self._follow_clock: Callable[[], float] | None = None
+        self._follow_max_gap_s = 1.0
+        self._followed_at = 0.0
         self._heartbeat_state = False
         self._heartbeat_seen_t = 0.0
         self.deadman_tripped = False
@@ -169,6 +172,28 @@ class Plant:
         return self._pin(f"{motor}_forward") - self._pin(f"{motor}_backward")
 
     # -- physics ------------------------------------------------------------------------------
+
+    def follow(self, clock: Callable[[], float], *, max_gap_s: float = 1.0) -> None:
+        """Advance by itself along ``clock`` whenever it is observed (a sensor conversion, ``truth()``).
+
+        Physics between observations integrates the outputs as the pins held them (a zero-order hold,
+        as a real plant sees them), so a running simulation needs no task of its own. A gap longer
+        than ``max_gap_s`` (a stalled event loop) is integrated as ``max_gap_s``.
+        """
+        self._follow_clock = clock
+        self._follow_max_gap_s = max_gap_s
+        self._followed_at = clock()
+
+    def catch_up(self) -> None:
+        """Step to the followed clock's now (no-op when not following or already there)."""
+        clock = self._follow_clock
+        if clock is None:
+            return
+        now = clock()
+        gap = now - self._followed_at
+        if gap > 0.0:
+            self._followed_at = now
+            self.step(min(gap, self._follow_max_gap_s))
 
     def step(self, dt: float) -> None:
         """Advance the physics by ``dt`` seconds of plant time."""
@@ -254,6 +279,7 @@ class Plant:
         inputs = [self._sources.get((address, channel), _ground) for channel in range(4)]
 
         def read(channel: int) -> float:
+            self.catch_up()
             return inputs[channel]()
 
         return read
@@ -350,6 +376,7 @@ class Plant:
 
     def truth(self) -> dict[str, Any]:
         """The plant's state as published on ``sim/plant``."""
+        self.catch_up()
         return {
             "t": round(self.t, 3),
             "temperature_c": {k: round(v, 2) for k, v in self.sensor_c.items()},
