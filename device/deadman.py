@@ -106,5 +106,14 @@ class Deadman:
         return True
 
     def _watch(self) -> None:
-        while not self._stopping.wait(self._poll_s):
+        # Sleep until the current deadline (last feed + timeout), not a fixed poll: a fed deadman
+        # wakes about twice a second, and a starved one trips right at its timeout.
+        # ``poll_s`` bounds the sleep so an injected clock in tests is followed closely.
+        while True:
+            if self._tripped.is_set():
+                wait = self._poll_s
+            else:
+                wait = min(max(self.timeout_s - self.silent_s(), 0.0) + 0.001, self._poll_s * 10)
+            if self._stopping.wait(wait):
+                return
             self.poll()
