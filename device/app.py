@@ -286,8 +286,21 @@ def build_real_hardware(config: Config, clock: Clock) -> Hardware:
     from gpiozero import Device as GpioDevice
     from smbus2 import SMBus
 
-    bus = SMBus(config.adc.bus)
-    return Hardware(config, pin_factory=GpioDevice.pin_factory, bus=bus, clock=clock.now)
+    try:
+        bus = SMBus(config.adc.bus)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot open I2C bus {config.adc.bus} (/dev/i2c-{config.adc.bus}): {exc.strerror or exc}; "
+            "is I2C enabled (dtparam=i2c_arm=on in config.txt) and is the user in the i2c group?"
+        ) from exc
+    try:
+        return Hardware(config, pin_factory=GpioDevice.pin_factory, bus=bus, clock=clock.now)
+    except Exception as exc:
+        bus.close()
+        raise StartupError(
+            f"cannot claim the GPIO pins: {exc}; is another massager running "
+            "(sudo systemctl stop massager) and is the user in the gpio group?"
+        ) from exc
 
 
 def run_main(args: argparse.Namespace, config: Config) -> int:
@@ -307,7 +320,11 @@ def run_main(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
-    app = App(config, sim=args.sim, time_scale=args.time_scale)
+    try:
+        app = App(config, sim=args.sim, time_scale=args.time_scale)
+    except StartupError as exc:
+        log.critical("%s", exc)
+        return 1
     install_optional_tasks(app, args)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
