@@ -76,3 +76,18 @@ def test_cli_every_documented_command_has_a_parser() -> None:
     actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     commands = set(actions[0].choices)
     assert {"run", "check-config", "programs", "selftest", "faults", "bench", "info", "safe-off"} <= commands
+
+
+def test_cli_run_on_a_pi_without_i2c_says_how_to_enable_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    import smbus2
+
+    def no_bus(bus: int) -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(app_module, "has_gpio", lambda: True)
+    monkeypatch.setattr(smbus2, "SMBus", no_bus)
+    assert main(["run", "--state-dir", str(tmp_path)]) == 1
+    assert "cannot open I2C bus 1 (/dev/i2c-1)" in caplog.text
+    assert "dtparam=i2c_arm=on" in caplog.text
