@@ -16,6 +16,13 @@ MUX_SINGLE_0 = 0x4000  # AINx against GND: 0b100 + x in bits 14:12
 MODE_SINGLE_SHOT = 0x0100
 COMP_QUE_DISABLE = 0x0003
 
+# The three transfers of a conversion, for error messages.
+_STEPS = (
+    "I2C write to ADS1115 {address:#x} register 1",
+    "I2C read from ADS1115 {address:#x} register 1",
+    "I2C read from ADS1115 {address:#x} register 0",
+)
+
 # Full-scale range in volts -> PGA bits 11:9 (the datasheet's table 8).
 PGA_BITS: dict[float, int] = {
     6.144: 0b000,
@@ -96,42 +103,40 @@ class ADS1115:
         """Run one conversion on AIN``channel`` and return the signed 16-bit result."""
         if channel not in (0, 1, 2, 3):
             raise OutputBadValue(f"ADS1115 channel must be 0-3, got {channel}")
-        self._write(REG_CONFIG, list(self._start_bytes[channel]))
-        self._sleep(self._period_s)  # one conversion period
-        for _ in range(self._max_polls):
-            msb, _lsb = self._read(REG_CONFIG)
-            if msb & 0x80:  # OS bit set: the device is idle, the result is ready
-                break
-            self._sleep(self._period_s / 4)
-        else:
-            raise ConversionTimeout(
-                f"ADS1115 {self.address:#x} AIN{channel}: no result after {self._max_polls} polls"
+        # One try around the whole transaction (this runs eight times per 20 Hz sample); ``step``
+        # says which transfer failed.
+        bus, address = self.bus, self.address
+        step = 0
+        try:
+            bus.write_i2c_block_data(address, REG_CONFIG, list(self._start_bytes[channel]))
+            self._sleep(self._period_s)  # one conversion period
+            step = 1
+            for _ in range(self._max_polls):
+                data = bus.read_i2c_block_data(address, REG_CONFIG, 2)
+                if len(data) != 2:
+                    raise SensorBusError(
+                        f"{_STEPS[step].format(address=address)}: expected 2 bytes, got {len(data)}"
+                    )
+                if data[0] & 0x80:  # OS bit set: the device is idle, the result is ready
+                    break
+                self._sleep(self._period_s / 4)
+            else:
+                raise ConversionTimeout(
+                    f"ADS1115 {address:#x} AIN{channel}: no result after {self._max_polls} polls"
+                )
+            step = 2
+            data = bus.read_i2c_block_data(address, REG_CONVERSION, 2)
+        except SensorBusError:
+            raise
+        except OSError as exc:
+            raise SensorBusError(f"{_STEPS[step].format(address=address)} failed: {exc}") from exc
+        if len(data) != 2:
+            raise SensorBusError(
+                f"{_STEPS[step].format(address=address)}: expected 2 bytes, got {len(data)}"
             )
-        msb, lsb = self._read(REG_CONVERSION)
-        code = (msb << 8) | lsb
+        code = (data[0] << 8) | data[1]
         return code - 0x10000 if code & 0x8000 else code
 
     def read_volts(self, channel: int) -> float:
         """Run one conversion on AIN``channel`` and return volts."""
         return code_to_volts(self.read_code(channel), self.full_scale_v)
-
-    def _write(self, register: int, data: list[int]) -> None:
-        try:
-            self.bus.write_i2c_block_data(self.address, register, data)
-        except OSError as exc:
-            raise SensorBusError(
-                f"I2C write to ADS1115 {self.address:#x} register {register} failed: {exc}"
-            ) from exc
-
-    def _read(self, register: int) -> tuple[int, int]:
-        try:
-            data = self.bus.read_i2c_block_data(self.address, register, 2)
-        except OSError as exc:
-            raise SensorBusError(
-                f"I2C read from ADS1115 {self.address:#x} register {register} failed: {exc}"
-            ) from exc
-        if len(data) != 2:
-            raise SensorBusError(
-                f"ADS1115 {self.address:#x} register {register}: expected 2 bytes, got {len(data)}"
-            )
-        return data[0], data[1]

@@ -109,7 +109,7 @@ class FakeSMBus:
 
     def write_i2c_block_data(self, i2c_addr: int, register: int, data: list[int]) -> None:
         """Write ``data`` to ``register`` of the device at ``i2c_addr``."""
-        self._device(i2c_addr).write(register, list(data))
+        self._device(i2c_addr).write(register, data if type(data) is list else list(data))
         if self.traffic is not None:
             self.traffic.append(Transfer("write", i2c_addr, register, tuple(data)))
 
