@@ -10,7 +10,7 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from drivers.pressure import CurrentSense, PressureTransducer
 from drivers.sim.fake_bus import FakeADS1115, FakeSMBus
@@ -387,16 +387,3 @@ class Plant:
             "faults": sorted(self.faults),
             "deadman_tripped": self.deadman_tripped,
         }
-
-
-FaultName = Literal[
-    "heater_runaway",
-    "heater_open",
-    "thermistor_open",
-    "thermistor_short",
-    "valve_stuck_closed",
-    "valve_stuck_open",
-    "pump_dead",
-    "motor_stall",
-    "i2c_dead",
-]
