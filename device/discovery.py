@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from device import __version__
-from modes.limits import INTENSITY_MAX, INTENSITY_MIN, TIMER_MIN_MIN, ZONES
+from modes.limits import (
+    HEAT_TARGET_MAX_C,
+    HEAT_TARGET_MIN_C,
+    INTENSITY_MAX,
+    INTENSITY_MIN,
+    TIMER_MIN_MIN,
+    ZONES,
+)
 
 MANUFACTURER = "Massager firmware project"
 MODEL = "Shiatsu foot-and-calf massager"
@@ -84,6 +91,7 @@ def discovery_messages(
     programs: Sequence[str],
     thermistors: Sequence[str],
     timer_max_min: int,
+    heat_target_max_c: float = HEAT_TARGET_MAX_C,
     zones: Sequence[str] = ZONES,
     sw_version: str = __version__,
 ) -> list[DiscoveryMessage]:
@@ -135,6 +143,11 @@ def discovery_messages(
         command_topic=topics.cmd, command_template=command("set", timer_min="{{ value | int }}"),
         min=TIMER_MIN_MIN, max=timer_max_min, step=1, mode="box", unit_of_measurement="min",
         icon="mdi:timer-outline")
+    add("number", "heat_target", "Heat target",
+        state_topic=topics.state, value_template="{{ value_json.heat_target_c }}",
+        command_topic=topics.cmd, command_template=command("set", heat_target_c="{{ value | float }}"),
+        min=HEAT_TARGET_MIN_C, max=heat_target_max_c, step=0.5, mode="box", unit_of_measurement="°C",
+        device_class="temperature", icon="mdi:thermometer")
     for action, name, icon in (("start", "Start", "mdi:play"), ("stop", "Stop", "mdi:stop"),
                                ("reset_fault", "Reset fault", "mdi:restore-alert")):
         add("button", action, name, command_topic=topics.cmd, payload_press=command(action), icon=icon)

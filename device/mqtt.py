@@ -361,6 +361,7 @@ class MqttBridge:
             programs=list(self.app.library.names()),
             thermistors=list(config.sensors.thermistors),
             timer_max_min=config.session.timer_max_min,
+            heat_target_max_c=config.safety.heat_target_max_c,
         )
         for message in messages:
             await client.publish(message.topic, message.payload(), qos=1, retain=True)

@@ -45,6 +45,8 @@ def _render(template: str, value: Any) -> str:
     """Render the two Jinja forms the templates use ({{ value | tojson }}, {{ value | int }})."""
     if "{{ value | tojson }}" in template:
         return template.replace("{{ value | tojson }}", json.dumps(value))
+    if "{{ value | float }}" in template:
+        return template.replace("{{ value | float }}", str(float(value)))
     return template.replace("{{ value | int }}", str(int(value)))
 
 
@@ -52,6 +54,7 @@ def test_discovery_has_every_entity_of_the_contract() -> None:
     msgs = _messages()
     expected = {
         "program": "select", "intensity": "number", "heat": "switch", "timer": "number",
+        "heat_target": "number",
         "start": "button", "stop": "button", "reset_fault": "button",
         "temperature_pad_1": "sensor", "temperature_pad_2": "sensor",
         "pressure_foot": "sensor", "pressure_ankle": "sensor", "pressure_calf": "sensor",
@@ -144,3 +147,11 @@ def test_discovery_follows_the_configured_prefixes() -> None:
     msgs = _messages(topic_prefix="spa", discovery_prefix="ha")
     assert msgs["status"].topic == "ha/sensor/unit7/status/config"
     assert msgs["status"].config["state_topic"] == "spa/unit7/state"
+
+
+def test_discovery_heat_target_number_follows_the_configured_range() -> None:
+    heat_target = _messages(heat_target_max_c=41.0)["heat_target"].config
+    assert (heat_target["min"], heat_target["max"], heat_target["unit_of_measurement"]) == (35.0, 41.0, "°C")
+    assert heat_target["value_template"] == "{{ value_json.heat_target_c }}"
+    cmd = parse_command(json.loads(_render(heat_target["command_template"], 38.5)))
+    assert (cmd.action, cmd.heat_target_c) == ("set", 38.5)  # type: ignore[union-attr]

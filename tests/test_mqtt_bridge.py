@@ -21,7 +21,7 @@ from tests.mqtt_support import BASE, DEVICE_ID, SCALE, mqtt_config, running_firm
 STATE_FIELDS = {"status", "program", "intensity", "heat", "timer_min", "remaining_s", "temperature_c",
                 "pressure_mmhg", "outputs", "fault", "child_lock"}
 # program, intensity, heat, timer, 3 buttons, 2 temperatures, 3 pressures, remaining, status, fault
-ENTITIES = 15
+ENTITIES = 16  # discovery entities: the contract's 15 plus the heat target number
 
 
 async def test_mqtt_online_state_and_discovery_after_connect(broker: Broker, tmp_path: Path) -> None:
