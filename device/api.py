@@ -101,6 +101,7 @@ class Device:
         prefs.program = snap.program
         prefs.intensity = snap.intensity
         prefs.heat = snap.heat
+        prefs.heat_target_c = snap.heat_target_c
         prefs.timer_min = snap.timer_min
         prefs.skip_zones = list(snap.skip_zones)
         self.store.save(self.stored)

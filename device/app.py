@@ -100,7 +100,9 @@ class App:
         program = prefs.program if prefs.program in library.names() else config.session.default_program
         settings = SessionSettings(
             pressure_cap_mmhg=dict(config.safety.pressure_cap_mmhg),
-            heat_target_c=config.heater.default_target_c,
+            # the user's last heat target, never above what this unit's config allows now
+            heat_target_c=min(prefs.heat_target_c or config.heater.default_target_c,
+                              config.safety.heat_target_max_c),
             heat_target_max_c=config.safety.heat_target_max_c,
             heater_max_duty=config.heater.max_duty,
             roller_max_speed=config.motors.max_speed,

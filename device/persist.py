@@ -27,6 +27,7 @@ class Preferences(BaseModel):
     program: str = Field("relax", min_length=1, max_length=40)
     intensity: int = Field(2, ge=limits.INTENSITY_MIN, le=limits.INTENSITY_MAX)
     heat: bool = False
+    heat_target_c: float | None = Field(None, ge=limits.HEAT_TARGET_MIN_C, le=limits.HEAT_TARGET_MAX_C)
     timer_min: int = Field(limits.TIMER_DEFAULT_MIN, ge=limits.TIMER_MIN_MIN, le=limits.TIMER_MAX_MIN)
     child_lock: bool = False
     skip_zones: list[limits.Zone] = Field(default_factory=list, max_length=3)

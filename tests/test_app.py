@@ -273,7 +273,8 @@ def test_app_usage_counters_and_preferences_persist_across_restart(tmp_path: Pat
     state_dir = tmp_path / "state"
 
     async def session(app: App) -> None:
-        app.device.execute(Start(action="start", intensity=4, heat=True, timer_min=10), source="test")
+        app.device.execute(Start(action="start", intensity=4, heat=True, heat_target_c=38.5, timer_min=10),
+                           source="test")
         await app.clock.sleep(120.0)
         app.request_stop()
 
@@ -290,8 +291,10 @@ def test_app_usage_counters_and_preferences_persist_across_restart(tmp_path: Pat
     code, _app, _ = run_app(make_config(state_dir), {"look": look})
     assert code == 0
     prefs = seen["prefs"]
-    assert (prefs["intensity"], prefs["heat"], prefs["timer_min"]) == (4, True, 10)
+    remembered = (prefs["intensity"], prefs["heat"], prefs["heat_target_c"], prefs["timer_min"])
+    assert remembered == (4, True, 38.5, 10)
     assert seen["state"]["intensity"] == 4 and seen["state"]["timer_min"] == 10
+    assert seen["state"]["heat_target_c"] == 38.5
     usage = seen["usage"]
     assert usage["sessions"] == 1
     assert usage["run_s"].get("heater", 0.0) > 60.0
