@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,17 +12,13 @@ from modes.limits import SAMPLE_PERIOD_S
 from modes.session import Session, Status
 from modes.signals import Sample
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class LoopStats:
-    """Counters of the loop, for the dashboard, the benchmark and technicians."""
+    """Counters of the loop: passes run, and scheduled passes that came a whole period late."""
 
     ticks: int = 0
     overruns: int = 0
-    last_period_s: float = 0.0
-    max_late_s: float = 0.0
 
 
 class Controller:
@@ -49,7 +44,6 @@ class Controller:
         self.period_s = period_s
         self.last_sample: Sample | None = None
         self.stats = LoopStats()
-        self._last_tick: float | None = None
 
     def tick(self) -> Sample:
         """Run one safety and control pass; returns the sample it acted on."""
@@ -66,23 +60,15 @@ class Controller:
             self.hardware.safe_off()  # the one path to the safe state, every pass while latched
             if self.session.status is not Status.FAULT:
                 self.session.enter_fault(now)
-            if new_fault is not None:
-                log.error("FAULT %s: %s", new_fault.code, new_fault.message)
+            if new_fault is not None:  # the supervisor has logged it when it latched
                 self.on_fault(new_fault)
         else:
             self.hardware.apply(self.session.step(now, sample))
         self.hardware.heartbeat.toggle()  # only a pass that ran to here toggles the deadman pin
         self.last_sample = sample
-        self._count(now)
+        self.stats.ticks += 1
         self.on_pass(sample)
         return sample
-
-    def _count(self, now: float) -> None:
-        stats = self.stats
-        stats.ticks += 1
-        if self._last_tick is not None:
-            stats.last_period_s = now - self._last_tick
-        self._last_tick = now
 
     async def run(self, stopping: Callable[[], bool]) -> None:
         """Tick every period on the injected clock until ``stopping()`` is true."""
@@ -90,10 +76,7 @@ class Controller:
         while not stopping():
             self.tick()
             next_at += self.period_s
-            late = self.clock.now() - next_at
-            if late > 0:
-                self.stats.max_late_s = max(self.stats.max_late_s, late)
-                if late > self.period_s:  # overran a whole period: resynchronise, do not burst
-                    self.stats.overruns += 1
-                    next_at = self.clock.now()
+            if self.clock.now() - next_at > self.period_s:  # a whole period late: resync, no burst
+                self.stats.overruns += 1
+                next_at = self.clock.now()
             await self.clock.sleep(max(0.0, next_at - self.clock.now()))

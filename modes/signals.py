@@ -45,10 +45,5 @@ class Command:
         if unknown:
             raise ValueError(f"unknown zones in command: {sorted(unknown)}")
 
-    @property
-    def is_off(self) -> bool:
-        """True when this command drives nothing."""
-        return self == OFF
-
 
 OFF = Command()
