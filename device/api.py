@@ -131,13 +131,12 @@ class Device:
         log.info("command %s from %s", action, source)
         try:
             if action == "start":
-                prefs = self.preferences
-                self.session.start(
+                self.session.start(  # what the command leaves out: the session's current selection
                     now,
-                    program=command.program or prefs.program,
-                    intensity=command.intensity if command.intensity is not None else prefs.intensity,
-                    heat=command.heat if command.heat is not None else prefs.heat,
-                    timer_min=command.timer_min if command.timer_min is not None else prefs.timer_min,
+                    program=command.program,
+                    intensity=command.intensity,
+                    heat=command.heat,
+                    timer_min=command.timer_min,
                     heat_target_c=command.heat_target_c,
                 )
                 self.stored.usage.sessions += 1

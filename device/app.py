@@ -21,16 +21,15 @@ from device.api import Device
 from device.config import Config
 from device.controller import Controller
 from device.deadman import Deadman
-from device.faultlog import FaultLog
+from device.faultlog import FAULT_LOG_NAME, FaultLog
 from device.hardware import Hardware
 from device.notice import SAFETY_NOTICE
-from device.persist import StateStore
+from device.persist import Preferences, StateStore
 from device.safety import Fault, FaultCode, Supervisor
 from device.sim import SimRig, build_sim
 from drivers.clock import Clock, ScaledClock
 from drivers.sim.plant import PlantParams
 from modes.library import load_library
-from modes.limits import ZONES
 from modes.session import Session, SessionSettings, Status
 
 log = logging.getLogger(__name__)
@@ -96,6 +95,13 @@ class App:
         self.store = StateStore(config.state_dir)
         self.first_start = not self.store.path.exists()
         stored = self.store.load()
+        if self.first_start:  # a new unit starts from its config's session defaults
+            stored.preferences = Preferences(
+                program=config.session.default_program,
+                intensity=config.session.default_intensity,
+                timer_min=config.session.timer_default_min,
+                skip_zones=list(config.session.skip_zones),
+            )
         prefs = stored.preferences
         program = prefs.program if prefs.program in library.names() else config.session.default_program
         settings = SessionSettings(
@@ -113,12 +119,14 @@ class App:
             skip_zones=frozenset(prefs.skip_zones or config.session.skip_zones),
         )
         self.session = Session(library=library, settings=settings)
+        if prefs.heat:
+            self.session.update(0.0, heat=True)  # the last heat choice, as the panel and state show it
         self.supervisor = Supervisor(config.safety, thermistors=list(config.sensors.thermistors))
         self._restore_latched_fault(stored.latched_fault)
         self.controller = Controller(
             hardware=hardware, session=self.session, supervisor=self.supervisor, clock=self.clock
         )
-        self.fault_log = FaultLog(config.state_dir / "faults.jsonl")
+        self.fault_log = FaultLog(config.state_dir / FAULT_LOG_NAME)
         self.device = Device(
             config=config,
             session=self.session,
@@ -135,6 +143,7 @@ class App:
         self.extra_tasks: dict[str, Callable[[App], Coroutine[Any, Any, None]]] = {}
         self._last_watchdog = 0.0
         self._signals = 0
+        self._stop_task: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
 
     # -- safety hooks ---------------------------------------------------------------------------
 
@@ -179,6 +188,7 @@ class App:
         deadline = self.clock.now() + STARTUP_VENT_TIMEOUT_S
         while True:
             sample = self.controller.tick()
+            self.deadman.feed()  # start-up passes are healthy passes too
             if sample.ok and all(
                 (p is not None and p < self.config.safety.vented_mmhg) for p in sample.pressure_mmhg.values()
             ) and self.supervisor.latched is None:
@@ -236,7 +246,6 @@ class App:
                 group.create_task(self.control_task(), name="control")
                 for name, factory in self.extra_tasks.items():
                     group.create_task(factory(self), name=name)
-                group.create_task(self._shutdown_when_stopped(), name="shutdown")
         except* Exception as group:
             for exc in group.exceptions:
                 log.critical("task crashed: %r", exc, exc_info=exc)
@@ -252,9 +261,6 @@ class App:
             self.store.save(self.device.stored)
             sdnotify.stopping()
         return status
-
-    async def _shutdown_when_stopped(self) -> None:
-        await self.stop_event.wait()
 
     async def finish(self) -> None:
         """Shutdown stage 1: finish the session (vent, rollers stop, heat off), bounded in time."""
@@ -272,7 +278,7 @@ class App:
             self.hardware.safe_off()
             os._exit(1)
         log.info("stopping")
-        asyncio.get_running_loop().create_task(self._graceful_stop(), name="graceful-stop")
+        self._stop_task = asyncio.get_running_loop().create_task(self._graceful_stop(), name="graceful-stop")
 
     async def _graceful_stop(self) -> None:
         try:
@@ -375,4 +381,4 @@ def safe_off_main(args: argparse.Namespace, config: Config) -> int:
     return 0 if off else 1
 
 
-__all__ = ["ZONES", "App", "run_main", "safe_off_main"]
+__all__ = ["App", "run_main", "safe_off_main"]

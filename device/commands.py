@@ -101,7 +101,7 @@ class Reply:
 
 def _first_error(exc: ValidationError) -> CommandError:
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"] if not str(p).startswith(("Start", "Set", "Stop"))]
+    loc = [str(p) for p in err["loc"]]
     # Drop the tagged-union branch name pydantic puts first (e.g. "start").
     if loc and loc[0] in ACTIONS:
         loc = loc[1:]

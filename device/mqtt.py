@@ -157,7 +157,6 @@ class MqttBridge:
         self.state_min_gap_s = state_min_gap_s
         self.connects = 0  # successful connections so far (for tests and the dashboard)
         self.announced = 0  # connections that got as far as subscribed + online + state + discovery
-        self.states_published = 0
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -333,7 +332,6 @@ class MqttBridge:
         state = self.device.state()
         self._last_state_at = time.monotonic()
         await client.publish(self.topics.state, _encode(state), qos=0, retain=True)
-        self.states_published += 1
         return str(state["status"])
 
     async def _state_loop(self, client: aiomqtt.Client) -> None:

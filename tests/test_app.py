@@ -383,3 +383,27 @@ def test_app_latched_fault_survives_a_restart_until_reset(tmp_path: Path) -> Non
         return out[0]
 
     assert run_virtual(third()) is None  # the reset was remembered
+
+
+def test_app_start_up_venting_a_full_zone_does_not_trip_the_deadman(tmp_path: Path) -> None:
+    """Air left in a zone after a restart takes about a second to vent: start-up passes feed the deadman."""
+    from drivers.clock import ScaledClock
+
+    config = load_config(None, {"state_dir": str(tmp_path), "programs_dir": None, "mqtt.enabled": False})
+
+    async def main() -> object:
+        app = App(config, sim=True, clock=ScaledClock())
+        assert app.rig is not None
+        app.rig.plant.pressure["calf"] = 60.0
+        out: list[object] = []
+
+        async def look(app: App) -> None:
+            await app.ready.wait()
+            out.append(app.supervisor.latched)
+            app.stop_event.set()
+
+        app.extra_tasks["look"] = look
+        assert await app.run() == 0
+        return out[0]
+
+    assert asyncio.run(main()) is None

@@ -27,6 +27,7 @@ from drivers.clock import LoopClock, run_virtual
         ({"action": "fly"}, "action", "unknown action"),
         ({"intensity": 3}, "action", "missing"),
         ({"action": "stop", "force": True}, "force", "unknown field"),
+        ({"action": "set", "Setting": 1}, "Setting", "unknown field"),
     ],
 )
 def test_commands_bad_fields_are_named(data: dict[str, object], field: str, words: str) -> None:
@@ -103,3 +104,30 @@ def test_commands_start_with_heat_target_sets_the_session_target(tmp_path: Path)
         return seen[0]
 
     assert run_virtual(main()) == 37.0
+
+
+def test_commands_fresh_unit_starts_from_the_config_session_defaults(tmp_path: Path) -> None:
+    config = load_config(None, {
+        "state_dir": str(tmp_path), "programs_dir": None, "mqtt.enabled": False,
+        "session.default_program": "circulation", "session.default_intensity": 4,
+        "session.timer_default_min": 10,
+    })
+
+    async def main() -> dict[str, object]:
+        app = App(config, sim=True, clock=LoopClock())
+        seen: dict[str, object] = {}
+
+        async def look(app: App) -> None:
+            await app.ready.wait()
+            seen.update(app.device.state())
+            assert app.device.handle_payload(b'{"action": "start"}').ok
+            seen["started"] = app.device.state()["program"]
+            app.stop_event.set()
+
+        app.extra_tasks["look"] = look
+        await app.run()
+        return seen
+
+    seen = run_virtual(main())
+    assert (seen["program"], seen["intensity"], seen["timer_min"]) == ("circulation", 4, 10)
+    assert seen["started"] == "circulation"
