@@ -289,18 +289,42 @@ class App:
         self.stop_event.set()
 
 
-def build_real_hardware(config: Config, clock: Clock) -> Hardware:
-    """Drivers on the Pi's GPIO (gpiozero picks lgpio or RPi.GPIO) and I2C bus."""
+class _NoBus:
+    """Stands in for an I2C bus that cannot be opened when only outputs matter (``safe-off``)."""
+
+    def write_i2c_block_data(self, i2c_addr: int, register: int, data: list[int]) -> None:
+        """Fail like a dead bus."""
+        raise OSError("I2C bus not available")
+
+    def read_i2c_block_data(self, i2c_addr: int, register: int, length: int) -> list[int]:
+        """Fail like a dead bus."""
+        raise OSError("I2C bus not available")
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def build_real_hardware(config: Config, clock: Clock, *, outputs_only: bool = False) -> Hardware:
+    """Drivers on the Pi's GPIO (gpiozero picks lgpio or RPi.GPIO) and I2C bus.
+
+    ``outputs_only``: a bus that cannot be opened is not an error (``safe-off`` must still switch
+    every output off when the I2C bus is what failed).
+    """
     from gpiozero import Device as GpioDevice
     from smbus2 import SMBus
 
+    bus: Any
     try:
         bus = SMBus(config.adc.bus)
     except OSError as exc:
-        raise StartupError(
-            f"cannot open I2C bus {config.adc.bus} (/dev/i2c-{config.adc.bus}): {exc.strerror or exc}; "
-            "is I2C enabled (dtparam=i2c_arm=on in config.txt) and is the user in the i2c group?"
-        ) from exc
+        if outputs_only:
+            log.warning("I2C bus %d not available (%s); switching outputs off anyway", config.adc.bus, exc)
+            bus = _NoBus()
+        else:
+            raise StartupError(
+                f"cannot open I2C bus {config.adc.bus} (/dev/i2c-{config.adc.bus}): {exc.strerror or exc}; "
+                "is I2C enabled (dtparam=i2c_arm=on in config.txt) and is the user in the i2c group?"
+            ) from exc
     try:
         return Hardware(config, pin_factory=GpioDevice.pin_factory, bus=bus, clock=clock.now)
     except Exception as exc:
@@ -370,7 +394,7 @@ def safe_off_main(args: argparse.Namespace, config: Config) -> int:
             rig = build_sim(config, clock=clock.now)
             hardware = rig.hardware
         else:
-            hardware = build_real_hardware(config, clock)
+            hardware = build_real_hardware(config, clock, outputs_only=True)
         hardware.safe_off()
         off = not any(hardware.outputs().values())
         hardware.close()

@@ -91,3 +91,24 @@ def test_cli_run_on_a_pi_without_i2c_says_how_to_enable_it(
     assert main(["run", "--state-dir", str(tmp_path)]) == 1
     assert "cannot open I2C bus 1 (/dev/i2c-1)" in caplog.text
     assert "dtparam=i2c_arm=on" in caplog.text
+
+
+def test_cli_safe_off_switches_outputs_off_even_without_the_i2c_bus(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ExecStopPost runs safe-off after a crash; a dead I2C bus must not stop it driving pins off."""
+    import smbus2
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    def no_bus(bus: int) -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    factory = MockFactory(pin_class=MockPWMPin)
+    monkeypatch.setattr(Device, "pin_factory", factory)
+    monkeypatch.setattr(app_module, "has_gpio", lambda: True)
+    monkeypatch.setattr(smbus2, "SMBus", no_bus)
+    assert main(["safe-off"]) == 0
+    assert "every output is off" in capsys.readouterr().out
+    relay = factory.pin(24)
+    assert relay.state == 0 and relay.function == "input"  # driven off, then released
