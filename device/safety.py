@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 NOT_HEATING_BAND_C = 2.0
 # A zone counts as having reached its ramped setpoint within this margin (a controller's hysteresis).
 SETPOINT_TOLERANCE_MMHG = 5.0
+# Over target: falling by more than this since the window began restarts it (the pad is cooling).
+OVER_TARGET_COOLING_C = 0.1
 RATE_MIN_DT_S = 0.04  # the rate-of-change check compares readings at least this far apart
 _EPS = 1e-9  # float slack on time comparisons (sample times are sums of 0.05 s steps)
 
@@ -112,6 +114,7 @@ class Supervisor:
         self._temp_seen_t: float | None = None
         self._cooling: dict[str, deque[tuple[float, float]]] = {n: deque() for n in self._thermistors}
         self._over_target_since: float | None = None
+        self._over_target_from_c = 0.0  # the hottest reading when the over-target window began
         self._disagree_since: float | None = None
         self._approach: _Approach | None = None
         # pressures and air
@@ -304,8 +307,11 @@ class Supervisor:
         trip = None
         limit = target + s.over_target_margin_c
         if hot > limit:
-            if self._over_target_since is None:
+            if self._over_target_since is None or hot < self._over_target_from_c - OVER_TARGET_COOLING_C:
+                # (Re)start the window: a pad cooling toward a lowered target is not a hazard; one
+                # that holds or warms above target + margin (a stuck heater switch) trips.
                 self._over_target_since = t
+                self._over_target_from_c = hot
             if t - self._over_target_since >= s.over_target_s - _EPS:
                 trip = FaultCode.HEATER_OVER_TARGET, (
                     f"thermistor {name} read {hot:.1f} °C, above target {target:.1f} + "

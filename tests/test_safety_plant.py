@@ -292,3 +292,64 @@ def test_safety_plant_heater_over_target_latches(bench: Bench) -> None:
     fault = bench.run(120.0, bang_bang(43.0), heat)  # a loop aiming 3 °C above the session's target
     assert fault is not None and fault.code is FaultCode.HEATER_OVER_TARGET, fault
     assert_safe(bench, vented=False)
+
+
+def test_safety_plant_lowering_the_heat_target_while_warm_does_not_trip() -> None:
+    """The pad cools slowly toward a lowered target: above target + 2 °C for minutes, but falling."""
+    from device.config import load_config
+    from device.safety import Expectations, Supervisor
+    from device.sim import build_sim
+    from drivers.clock import VirtualClock
+    from modes.signals import Command
+
+    config = load_config(None, {"programs_dir": None})
+    clock = VirtualClock()
+    rig = build_sim(config, clock=clock.now)
+    supervisor = Supervisor(config.safety, thermistors=list(config.sensors.thermistors))
+    rig.plant.pad_c = 42.0
+    for name in rig.plant.sensor_c:
+        rig.plant.sensor_c[name] = 42.0
+    expect = Expectations(heat_target_c=36.0, setpoints_mmhg={})
+    try:
+        for _ in range(int(120 / 0.05)):  # two minutes with the heater off, relay on
+            sample = rig.hardware.read_sample()
+            assert supervisor.check(sample, expect) is None, supervisor.latched
+            rig.hardware.apply(Command(relay=True))
+            rig.plant.step(0.05)
+            clock.advance(0.05)
+        assert rig.plant.pad_c > 38.0  # still above target + margin: the check was exercised
+    finally:
+        rig.close()
+
+
+def test_safety_plant_stuck_heater_above_a_target_still_trips_over_target() -> None:
+    """A pad held warm above target + 2 °C by a stuck-on switch is not cooling: the window runs out."""
+    from device.config import load_config
+    from device.safety import Expectations, FaultCode, Supervisor
+    from device.sim import build_sim
+    from drivers.clock import VirtualClock
+    from modes.signals import Command
+
+    config = load_config(None, {"programs_dir": None})
+    clock = VirtualClock()
+    rig = build_sim(config, clock=clock.now)
+    supervisor = Supervisor(config.safety, thermistors=list(config.sensors.thermistors))
+    rig.plant.pad_c = 42.0
+    for name in rig.plant.sensor_c:
+        rig.plant.sensor_c[name] = 42.0
+    rig.plant.inject("heater_runaway")
+    expect = Expectations(heat_target_c=38.0, setpoints_mmhg={})
+    fault = None
+    try:
+        for _ in range(int(30 / 0.05)):
+            sample = rig.hardware.read_sample()
+            fault = supervisor.check(sample, expect) or fault
+            if supervisor.latched is not None:
+                break
+            rig.hardware.apply(Command(relay=True))
+            rig.plant.step(0.05)
+            clock.advance(0.05)
+        assert supervisor.latched is not None
+        assert supervisor.latched.code in (FaultCode.HEATER_OVER_TARGET, FaultCode.HEATER_RUNAWAY)
+    finally:
+        rig.close()
