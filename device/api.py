@@ -224,10 +224,9 @@ class Device:
         key = (snap.status, snap.program, snap.phase, snap.intensity, snap.heat, snap.timer_min,
                self.supervisor.latched, self.child_lock, snap.skip_zones)
         if key != self._last_key:
-            if self._last_key is not None and self._last_key[0] != snap.status:
-                log.info("session %s -> %s", self._last_key[0], snap.status)
-                if snap.status in (Status.IDLE, Status.FAULT):
-                    self.store.save(self.stored)  # usage counters at the end of every session
+            ended = snap.status in (Status.IDLE, Status.FAULT)  # (the session logs transitions)
+            if self._last_key is not None and self._last_key[0] != snap.status and ended:
+                self.store.save(self.stored)  # usage counters at the end of every session
             self._last_key = key
             self._changed("status")
         elif snap.status is Status.RUNNING and sample.t - self._last_usage_save > USAGE_SAVE_EVERY_S:

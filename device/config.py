@@ -48,7 +48,7 @@ class Model(BaseModel):
 
     # strict: "45" is not a temperature and true is not a pin; an int is still a valid float.
     # Arrays (TOML lists) and paths (TOML strings) opt out per field with Field(strict=False).
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _tighten(value: float, cap: float, name: str, *, upper: bool = True, unit: str = "") -> None:

@@ -143,6 +143,12 @@ def _salvage(data: Any) -> StoredState:
         for name, model in (("preferences", Preferences), ("usage", Usage)):
             with contextlib.suppress(ValidationError):
                 setattr(state, name, model.model_validate(data.get(name, {})))
+        if data.get("latched_fault") is not None:  # a fault must never be lost with a bad preference
+            try:
+                state.latched_fault = LatchedFault.model_validate(data["latched_fault"])
+            except ValidationError:
+                state.latched_fault = LatchedFault(code="UNKNOWN", message="a fault was latched "
+                                                   "(its record is unreadable)", since=0.0)
     return state
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from modes.airbags import AirbagControl
 from modes.heat import HeatControl
-from modes.limits import INTENSITY_MAX, INTENSITY_MIN, ZONES, Zone
+from modes.limits import INTENSITY_MAX, INTENSITY_MIN, VENTED_MMHG, ZONES, Zone
 from modes.program import PHASES, ProgramPlan, StepPlan
 from modes.rollers import RollerDrive
 from modes.signals import Command, Sample
@@ -16,7 +16,6 @@ from modes.signals import Command, Sample
 # Intensity 1-5 scales pressure and roller speed; 5 presses to the fractions the program names.
 INTENSITY_SCALE: Mapping[int, float] = {1: 0.6, 2: 0.7, 3: 0.8, 4: 0.9, 5: 1.0}
 WARM_COOL_SHARE = 0.5  # warm-up and cool-down shrink so they take at most half of a short session
-VENTED_MMHG = 10.0  # a zone below this counts as vented (DESIGN.md section 3)
 
 assert set(INTENSITY_SCALE) == set(range(INTENSITY_MIN, INTENSITY_MAX + 1))
 

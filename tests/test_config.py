@@ -295,3 +295,12 @@ def test_check_config_console_script(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "pressure_cap_mmhg.ankle = 90.0 mmHg is above the hard cap 80.0 mmHg" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_config_non_finite_per_zone_pressure_is_refused(tmp_path: Path, value: str) -> None:
+    """TOML allows nan/inf; a nan trip would compare false forever and disable OVER_PRESSURE."""
+    path = tmp_path / "massager.toml"
+    path.write_text(f"[safety.pressure_trip_mmhg]\nfoot = {value}\n")
+    with pytest.raises(ConfigError, match=r"safety\.pressure_trip_mmhg\.foot: Input should be a finite number"):
+        load_config(path)

@@ -250,3 +250,18 @@ def test_persist_one_bad_preference_keeps_the_usage_counters(
     assert state.preferences.intensity == 2  # the bad section falls back to its defaults
     assert state.usage.sessions == 12 and state.usage.faults == 2  # the good one is kept
     assert "corrupt" in caplog.text
+
+
+def test_persist_one_bad_preference_keeps_a_latched_fault(tmp_path: Path) -> None:
+    StateStore(tmp_path).path.write_text(
+        '{"preferences": {"intensity": 9}, '
+        '"latched_fault": {"code": "OVER_PRESSURE", "message": "calf 80 mmHg", "since": 1.0}}'
+    )
+    state = StateStore(tmp_path).load()
+    assert state.latched_fault is not None and state.latched_fault.code == "OVER_PRESSURE"
+
+
+def test_persist_unreadable_fault_record_still_counts_as_latched(tmp_path: Path) -> None:
+    StateStore(tmp_path).path.write_text('{"latched_fault": {"code": 7}}')
+    state = StateStore(tmp_path).load()
+    assert state.latched_fault is not None  # any doubt is a fault: it needs a reset
