@@ -176,9 +176,12 @@ class AirbagControl:
             elif p > highest:
                 highest = p
         if unsafe:
-            log.warning("airbags: venting %s (near its cap or no reading)", ", ".join(unsafe))
-            self._set(connected.difference(unsafe), 0.0)
-            self._pump_off()
+            # End the whole wave: venting only the unsafe zone would leave the wave waiting forever
+            # for a target it can no longer reach (or a lower zone held pressed). The next wave
+            # starts after the usual pause.
+            log.warning("airbags: ending the wave, venting all (%s near its cap or no reading)",
+                        ", ".join(sorted(unsafe)))
+            self.vent_all(now, self._wave.pause_s if self._wave is not None else 0.0)
             return
         setpoint = self._setpoint
         if self.pump > 0.0:

@@ -188,3 +188,18 @@ def test_pressure_control_targets_stay_inside_the_caps() -> None:
     assert control.target_mmhg("calf", 0.05, 0.6) == MIN_TARGET_MMHG
     with pytest.raises(ValueError, match="pressure_cap_mmhg: no cap for calf"):
         AirbagControl({"foot": 120.0, "ankle": 80.0})
+
+
+def test_pressure_control_one_missing_reading_ends_the_wave_and_the_next_wave_presses(
+    rig: SimRig, clock: VirtualClock
+) -> None:
+    """A single bus-error sample (no pressure reading) mid-inflate: vent all, then carry on."""
+    control = AirbagControl(CAPS)
+    plan = wave(("foot", "ankle", "calf"), 0.6, hold_s=2.0, pause_s=1.0)
+    drive(rig, clock, control, plan, 1.0)  # the foot is inflating
+    assert control.connected
+    control.step(clock.now(), dict.fromkeys(ZONES, None), plan, 1.0, frozenset())
+    assert control.connected == frozenset() and control.pump == 0.0  # nothing held, pump off
+    rec = drive(rig, clock, control, plan, 12.0)
+    assert min(rec.pressure["foot"][:40]) < 10.0  # the interrupted wave vented first
+    assert max(rec.pressure["foot"][60:]) > 30.0  # and a later wave presses again
