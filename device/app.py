@@ -167,10 +167,9 @@ class App:
         """From the deadman thread: the loop is stale. Outputs off through the drivers, then latch."""
         self.hardware.safe_off()
         self.supervisor.latch(
-            Fault(
-                code=FaultCode.CONTROL_LOOP_STALL,
-                message=f"control loop silent for more than {self.config.safety.loop_stale_s} s",
-                since=time.time(),
+            self.supervisor.new_fault(
+                FaultCode.CONTROL_LOOP_STALL,
+                f"control loop silent for more than {self.config.safety.loop_stale_s} s",
                 t=self.controller.last_sample.t if self.controller.last_sample else 0.0,
             )
         )

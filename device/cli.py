@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from device import __version__
-from device.config import Config, ConfigError, load_config
+from device.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(path, overrides)
 
 
-DEFAULT_CONFIG = Path("/etc/massager/massager.toml")
+DEFAULT_CONFIG = DEFAULT_CONFIG_PATH  # read when --config is not given (outside --sim)
 
 # Each command's implementation, imported only when it runs (start-up stays quick).
 COMMANDS: dict[str, tuple[str, str]] = {

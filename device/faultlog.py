@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from device.config import Config
+from device.persist import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class FaultLog:
             finally:
                 os.close(fd)
             if created:
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
 
     def _rotate(self) -> None:
         if self.backups == 0:
@@ -76,7 +77,7 @@ class FaultLog:
                 if self._backup(index).exists():
                     os.replace(self._backup(index), self._backup(index + 1))
             os.replace(self.path, self._backup(1))
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         log.info("fault log rotated (%s)", self.path)
 
     def entries(self) -> list[dict[str, Any]]:
@@ -111,20 +112,6 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a created or renamed file's directory entry durable (best effort)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def format_entry(entry: dict[str, Any]) -> str:
