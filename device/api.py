@@ -264,7 +264,7 @@ class Device:
         try:
             self.sim.plant.inject(name, **params)
         except PlantFaultError as exc:
-            raise CommandError("fault", str(exc)) from None
+            raise CommandError(exc.field, str(exc)) from None
         except TypeError as exc:
             raise CommandError("fault", f"bad parameters: {exc}") from None
         log.warning("sim: plant fault %s injected %s", name, params or "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -72,6 +73,7 @@ class App:
         clock: Clock | None = None,
         time_scale: float = 1.0,
         hardware: Hardware | None = None,
+        plant_seed: int | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or ScaledClock(scale=time_scale if sim else 1.0)
@@ -79,11 +81,17 @@ class App:
         self.rig: SimRig | None = None
         if hardware is None:
             if sim:
-                # The plant fits the external hardware deadman, as the product does.
+                # The plant fits the external hardware deadman, as the product does; a seed draws
+                # the unit's physics from the documented ranges (drivers/sim/plant.py PLANT_RANGES).
+                params = PlantParams() if plant_seed is None else PlantParams.draw(plant_seed)
                 self.rig = build_sim(
-                    config, clock=self.clock.now, params=PlantParams(deadman_timeout_s=DEADMAN_HW_S)
+                    config, clock=self.clock.now,
+                    params=dataclasses.replace(params, deadman_timeout_s=DEADMAN_HW_S),
+                    seed=1 if plant_seed is None else plant_seed,
                 )
                 self.rig.plant.follow(self.clock.now)  # the plant keeps up with the app's clock
+                if plant_seed is not None:
+                    log.info("sim: plant drawn with seed %d: %s", plant_seed, json.dumps(params.as_dict()))
                 hardware = self.rig.hardware
             else:
                 hardware = build_real_hardware(config, self.clock)
@@ -343,6 +351,9 @@ def run_main(args: argparse.Namespace, config: Config) -> int:
             file=sys.stderr,
         )
         return 2
+    if getattr(args, "plant_seed", None) is not None and not args.sim:
+        print("massager: --plant-seed works only with --sim (it draws the simulated plant)", file=sys.stderr)
+        return 2
     if args.sim and args.state_dir is None and config.state_dir == Path("/var/lib/massager"):
         config = config.model_copy(update={"state_dir": default_sim_state_dir()})
     if args.sim and config.programs_dir == Path("/etc/massager/programs") and not config.programs_dir.exists():
@@ -352,7 +363,8 @@ def run_main(args: argparse.Namespace, config: Config) -> int:
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
     try:
-        app = App(config, sim=args.sim, time_scale=args.time_scale)
+        app = App(config, sim=args.sim, time_scale=args.time_scale,
+                  plant_seed=getattr(args, "plant_seed", None))
     except StartupError as exc:
         log.critical("%s", exc)
         return 1

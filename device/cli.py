@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --sim: run the clock X times faster than real time")
     run.add_argument("--dashboard", action="store_true",
                      help="with --sim: show the live terminal view (keys press buttons, inject faults)")
+    run.add_argument("--plant-seed", type=int, default=None, metavar="N",
+                     help="with --sim: draw the plant's physics from the documented ranges (same N, same unit)")
 
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file", type=Path, metavar="FILE")
