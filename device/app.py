@@ -344,15 +344,15 @@ def build_real_hardware(config: Config, clock: Clock, *, outputs_only: bool = Fa
 
 def run_main(args: argparse.Namespace, config: Config) -> int:
     """``massager run``."""
+    if getattr(args, "plant_seed", None) is not None and not args.sim:
+        print("massager: --plant-seed works only with --sim (it draws the simulated plant)", file=sys.stderr)
+        return 2
     if not args.sim and not has_gpio():
         print(
             "massager: no GPIO on this machine (not a Raspberry Pi?).\n"
             "To run on simulated hardware, use: massager run --sim",
             file=sys.stderr,
         )
-        return 2
-    if getattr(args, "plant_seed", None) is not None and not args.sim:
-        print("massager: --plant-seed works only with --sim (it draws the simulated plant)", file=sys.stderr)
         return 2
     if args.sim and args.state_dir is None and config.state_dir == Path("/var/lib/massager"):
         config = config.model_copy(update={"state_dir": default_sim_state_dir()})
