@@ -89,14 +89,15 @@ def _fault_text(name: str, params: dict[str, Any]) -> str:
 
 
 def plant_params_text(params: dict[str, Any]) -> str:
-    """The plant's physics in one line: the values ``--plant-seed`` drew (or the nominal ones)."""
+    """The plant's physics in two lines: the values ``--plant-seed`` drew (or the nominal ones)."""
     volumes = "/".join(f"{v:.2f}" for v in params["zone_volume"].values())
     lags = "/".join(f"{v:.1f}" for v in params["thermistor_lag_s"])
     loads = "/".join(f"{v:.2f}" for v in params["motor_load"].values())
     return (
         f"pump {params['pump_flow']:.1f} mmHg/s  heater {params['heater_full_c_per_s'] * 60:.2f} °C/min  "
-        f"air {params['air_c']:.1f} °C  skin {params['skin_c']:.1f} °C  volumes {volumes}  "
-        f"vent {params['vent_tau_s']:.2f} s  lag {lags} s  load {loads}  leak {params['leak_per_s']:.3f}/s"
+        f"air {params['air_c']:.1f} °C  skin {params['skin_c']:.1f} °C  leak {params['leak_per_s']:.3f}/s\n"
+        f"volumes {volumes}  vent {params['vent_tau_s']:.2f} s  thermistor lag {lags} s  "
+        f"roller load {loads}"
     )
 
 
