@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
@@ -649,3 +650,17 @@ def test_plant_motor_load_sets_the_roller_current(config: Config, clock: Virtual
         finally:
             rig.close()
     assert amps[1] - amps[0] == pytest.approx(params.motor_load_a * 0.7, abs=0.01)
+
+
+def test_plant_docs_list_every_fault_its_parameters_and_every_drawn_range() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "mqtt.md").read_text()
+    for fault in (*PLANT_FAULTS, *EXTRA_PLANT_FAULTS):
+        assert f"`{fault}`" in docs, fault
+    for params in FAULT_PARAMETERS.values():
+        for name in params:
+            assert f"`{name}`" in docs, name
+    for name in PLANT_RANGES:
+        assert f"`{name}`" in docs, name
+    assert "--plant-seed" in docs
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "--plant-seed" in readme
