@@ -128,6 +128,9 @@ class Device:
             fault = self.supervisor.latched
             raise CommandError("action", f"{action} refused: fault {fault.code} is latched; "
                                "reset it first (reset_fault)")
+        doubt = self.supervisor.doubt
+        if doubt is not None and action in ("start", "resume"):
+            raise CommandError("action", f"{action} refused: a sensor is implausible: {doubt}")
         log.info("command %s from %s", action, source)
         try:
             if action == "start":

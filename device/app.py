@@ -74,6 +74,7 @@ class App:
         time_scale: float = 1.0,
         hardware: Hardware | None = None,
         plant_seed: int | None = None,
+        plant_params: PlantParams | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or ScaledClock(scale=time_scale if sim else 1.0)
@@ -83,7 +84,7 @@ class App:
             if sim:
                 # The plant fits the external hardware deadman, as the product does; a seed draws
                 # the unit's physics from the documented ranges (drivers/sim/plant.py PLANT_RANGES).
-                params = PlantParams() if plant_seed is None else PlantParams.draw(plant_seed)
+                params = plant_params or (PlantParams() if plant_seed is None else PlantParams.draw(plant_seed))
                 self.rig = build_sim(
                     config, clock=self.clock.now,
                     params=dataclasses.replace(params, deadman_timeout_s=DEADMAN_HW_S),
@@ -172,8 +173,8 @@ class App:
         log.error("fault %s was latched before the restart; it needs a reset", code)
 
     def _deadman_trip(self) -> None:
-        """From the deadman thread: the loop is stale. Outputs off through the drivers, then latch."""
-        self.hardware.safe_off()
+        """From the deadman thread: the loop is stale. Outputs latched off through the drivers, then latch."""
+        self.hardware.trip()  # under the output lock: a pass resuming later cannot re-energise
         self.supervisor.latch(
             self.supervisor.new_fault(
                 FaultCode.CONTROL_LOOP_STALL,
@@ -193,18 +194,23 @@ class App:
         if on:
             raise StartupError(f"outputs still on after safe_off: {', '.join(on)}")
         deadline = self.clock.now() + STARTUP_VENT_TIMEOUT_S
+        passes = 0
         while True:
             sample = self.controller.tick()
             self.deadman.feed()  # start-up passes are healthy passes too
-            if sample.ok and all(
+            passes += 1
+            judged = passes > self.config.safety.sensor_bad_samples  # every sensor rule has had its say
+            if judged and sample.ok and all(
                 (p is not None and p < self.config.safety.vented_mmhg) for p in sample.pressure_mmhg.values()
-            ) and self.supervisor.latched is None:
+            ) and self.supervisor.latched is None and self.supervisor.doubt is None:
                 break
             if self.supervisor.latched is not None or self.clock.now() > deadline:
                 break  # a start-up fault stays latched and is reported; the device stays off
             await self.clock.sleep(self.controller.period_s)
         if self.supervisor.latched is not None:
             log.error("start-up found a fault: %s", self.supervisor.latched.message)
+        elif self.supervisor.doubt is not None:
+            log.error("start-up: a sensor is implausible, starts are refused: %s", self.supervisor.doubt)
         if self.first_start:
             log.warning("%s", SAFETY_NOTICE)
             self.store.save(self.device.stored)  # the notice is shown once, on the first start

@@ -64,7 +64,7 @@ def test_defaults_match_the_hard_caps() -> None:
     assert c.heater.default_target_c == 40.0 and c.safety.heat_target_max_c == 42.0
     loads = [getattr(c.pins, name) for name in c.pins.LOADS]
     assert all(9 <= pin <= 27 and pin not in (14, 15) for pin in loads)
-    assert c.adc.addresses == (0x48, 0x49)
+    assert c.adc.addresses == (0x48, 0x49, 0x4A)  # the third reads the thermistor divider supply
     assert c.sensors.thermistors["pad_1"].beta == 3950.0
 
 
