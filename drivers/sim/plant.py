@@ -102,15 +102,6 @@ class DrawRange:
         """The absolute bounds around ``nominal``."""
         return (self.lo * nominal, self.hi * nominal) if self.relative else (self.lo, self.hi)
 
-    def describe(self) -> str:
-        """The range in words, e.g. ``±25 % of nominal`` or ``15-30 °C``."""
-        if self.relative:
-            spread = round((self.hi - 1.0) * 100)
-            if round((1.0 - self.lo) * 100) == spread:
-                return f"±{spread} % of nominal"
-            return f"{self.lo:g}-{self.hi:g} × nominal"
-        return f"{self.lo:g}-{self.hi:g} {self.unit}".rstrip()
-
 
 # The documented variation of a drawn plant (``massager run --sim --plant-seed N``).
 PLANT_RANGES: Mapping[str, DrawRange] = MappingProxyType({
