@@ -225,7 +225,8 @@ class Device:
         self._last_pass_t = sample.t
         snap = self.session.snapshot()
         key = (snap.status, snap.program, snap.phase, snap.intensity, snap.heat, snap.timer_min,
-               self.supervisor.latched, self.child_lock, snap.skip_zones)
+               self.supervisor.latched, self.child_lock, snap.skip_zones,
+               tuple(self.supervisor.warnings), self.supervisor.doubt)
         if key != self._last_key:
             ended = snap.status in (Status.IDLE, Status.FAULT)  # (the session logs transitions)
             if self._last_key is not None and self._last_key[0] != snap.status and ended:
@@ -295,6 +296,8 @@ class Device:
             "pressure_mmhg": _rounded(sample.pressure_mmhg if sample else dict.fromkeys(ZONES), 1),
             "outputs": dict(sample.outputs) if sample else {},
             "fault": fault.as_dict() if fault else None,
+            "warnings": [{"code": code, "message": text} for code, text in self.supervisor.warnings.items()],
+            "sensor_doubt": self.supervisor.doubt,  # why a start is refused now (a sensor implausible)
             "child_lock": self.child_lock,
         }
 

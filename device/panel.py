@@ -27,8 +27,8 @@ red: a group of N blinks, then a pause, where N names the fault class (``FAULT_B
        COMPRESSION_TOO_LONG
     4  rollers: MOTOR_STALL
     5  sensor bus: SENSOR_BUS_FAULT
-    6  control loop or anything else: CONTROL_LOOP_STALL, unknown codes
-    7  power: RELAY_WELDED, POWER_FAULT
+    6  control loop, power rail or anything else: CONTROL_LOOP_STALL, RELAY_WELDED, POWER_FAULT,
+       unknown codes
 
 A warning that is no hazard (the heat target cannot be reached) lights the heat LED blinking slowly.
 
@@ -94,8 +94,8 @@ FAULT_BLINKS: dict[str, int] = {
     "MOTOR_STALL": 4,
     "SENSOR_BUS_FAULT": 5,
     "CONTROL_LOOP_STALL": 6,
-    "RELAY_WELDED": 7,
-    "POWER_FAULT": 7,
+    "RELAY_WELDED": 6,
+    "POWER_FAULT": 6,
 }
 OTHER_FAULT_BLINKS = 6
 
@@ -415,7 +415,10 @@ class Panel:
         standby = status == "idle" and fault is None and now - self._active_at >= STANDBY_AFTER_S
         colour = status_colour(status, fault["code"] if fault else None, now, standby=standby)
         lit = not standby and fault is None
-        shown = (colour, lit and bool(state["heat"]), state["intensity"] if lit else 0)
+        heat_lit = lit and bool(state["heat"])
+        if heat_lit and state.get("warnings"):  # the target cannot be reached: a slow blink (1 s on/off)
+            heat_lit = int(now) % 2 == 0
+        shown = (colour, heat_lit, state["intensity"] if lit else 0)
         if shown != self._shown:
             self._shown = shown
             self.status_led.value = colour

@@ -7,8 +7,6 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import SimpleNamespace
-from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -482,21 +480,31 @@ def test_fault_divider_supply_scales_the_thermistor_voltage_and_the_supply_input
     plant.factory.close()
 
 
-def test_fault_divider_supply_moves_a_non_ratiometric_reading(rig: SimRig, clock: VirtualClock) -> None:
+def test_fault_divider_supply_moves_a_non_ratiometric_reading(config: Config, clock: VirtualClock) -> None:
+    unsensed = config.model_copy(update={"sensors": config.sensors.model_copy(update={"divider_supply": None})})
+    rig = build_sim(unsensed, clock=clock.now)
     before = rig.hardware.read_sample().temperature_c["pad_1"]
     rig.plant.inject("divider_supply", factor=0.9)
     after = rig.hardware.read_sample().temperature_c["pad_1"]
+    rig.close()
     assert before is not None and after is not None
     assert after - before > 2.0  # a lower node voltage reads as a hotter NTC
 
 
-def test_plant_wiring_takes_the_divider_supply_from_the_config_when_it_has_one(config: Config) -> None:
-    assert plant_wiring(config).divider_supply is None or hasattr(config.sensors, "divider_supply")
-    sensed = SimpleNamespace(address=0x4B, channel=2, volts_per_volt=0.4)
-    fitted = {name: getattr(config.sensors, name) for name in type(config.sensors).model_fields}
-    sensors = SimpleNamespace(**fitted, divider_supply=sensed)
-    wiring = plant_wiring(cast(Config, SimpleNamespace(pins=config.pins, sensors=sensors)))
-    assert wiring.divider_supply == (0x4B, 2, 0.4)
+def test_fault_divider_supply_cancels_out_of_a_ratiometric_reading(rig: SimRig) -> None:
+    before = rig.hardware.read_sample().temperature_c["pad_1"]
+    rig.plant.inject("divider_supply", factor=0.95)
+    after = rig.hardware.read_sample().temperature_c["pad_1"]
+    assert before is not None and after is not None
+    assert abs(after - before) < 0.2
+
+
+def test_plant_wiring_takes_the_divider_supply_from_the_config(config: Config) -> None:
+    supply = config.sensors.divider_supply
+    assert supply is not None
+    assert plant_wiring(config).divider_supply == (supply.address, supply.channel, supply.volts_per_volt)
+    unsensed = config.model_copy(update={"sensors": config.sensors.model_copy(update={"divider_supply": None})})
+    assert plant_wiring(unsensed).divider_supply is None
 
 
 @pytest.mark.parametrize(

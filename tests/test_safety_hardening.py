@@ -112,13 +112,15 @@ def test_deadman_keeps_watching_after_a_trip(make_unit: object) -> None:
 
 @pytest.mark.parametrize("fault", ["pressure_sensor_zero", "pressure_sensor_stuck"])
 @pytest.mark.parametrize("zone", ZONES)
-def test_pressure_sensor_fault_never_lets_a_zone_pass_its_trip(make_unit: object, fault: str, zone: str) -> None:
+def test_pressure_sensor_fault_never_lets_a_zone_pass_its_trip(
+    make_unit: object, fault: str, zone: str
+) -> None:
     """Injected at many moments of a strong program: the true pressure stays within trip + 5 mmHg."""
     for moment in range(6):
         unit: SimUnit = make_unit()  # type: ignore[operator]
         running(unit, program="recovery", intensity=5)
         near = 0.75 * unit.app.config.safety.pressure_cap_mmhg[zone]  # pressed hard: the worst moment
-        unit.run(60.0, until=lambda z=zone: unit.plant.pressure[z] > near)  # type: ignore[misc]
+        unit.run(60.0, until=lambda u=unit, z=zone, n=near: u.plant.pressure[z] > n)  # type: ignore[misc]
         assert unit.plant.pressure[zone] > near
         unit.run(0.15 * moment)
         unit.plant.inject(fault, zone=zone)
@@ -271,5 +273,12 @@ def test_weak_heater_in_a_cold_room_warns_without_latching(make_unit: object) ->
     weak = PlantParams(air_c=15.0, skin_c=30.0, heater_full_c_per_s=nominal.heater_full_c_per_s * 0.85)
     unit: SimUnit = make_unit(weak)  # type: ignore[operator]
     running(unit, heat=True, heat_target_c=42.0, timer_min=15)
-    unit.run(900.0, until=lambda: unit.app.session.snapshot().status == "idle")
+    warned: list[object] = []
+    for _ in range(round(900.0 / SAMPLE_PERIOD_S)):
+        unit.tick()
+        warned.extend(unit.app.device.state()["warnings"])
+        if unit.app.session.snapshot().status == "idle":
+            break
     assert unit.faults == [] and unit.app.supervisor.latched is None
+    assert any(w["code"] == "HEAT_TARGET_UNREACHABLE" for w in warned)  # type: ignore[index]
+    assert unit.plant.pad_c < 42.0
