@@ -282,3 +282,18 @@ def test_weak_heater_in_a_cold_room_warns_without_latching(make_unit: object) ->
     assert unit.faults == [] and unit.app.supervisor.latched is None
     assert any(w["code"] == "HEAT_TARGET_UNREACHABLE" for w in warned)  # type: ignore[index]
     assert unit.plant.pad_c < 42.0
+
+
+PROGRAMS = ("relax", "circulation", "quick_boost", "recovery", "lymphatic", "percussion", "sensitive")
+
+
+@pytest.mark.parametrize("seed", [3, 11, 24, 38, 45, 59, 66])
+def test_healthy_varied_plants_run_a_session_without_a_trip(make_unit: object, seed: int) -> None:
+    """Plants drawn from the documented ranges (--plant-seed): every program, heat at its highest."""
+    unit: SimUnit = make_unit(PlantParams.draw(seed))  # type: ignore[operator]
+    program, intensity = PROGRAMS[seed % len(PROGRAMS)], 1 + seed % 5
+    assert unit.command(action="start", program=program, intensity=intensity, heat=True,
+                        heat_target_c=42.0, timer_min=10).ok
+    unit.run(620.0, until=lambda: unit.app.session.snapshot().status == "idle")
+    assert unit.faults == [], (seed, program, intensity, unit.plant.params)
+    assert unit.app.session.snapshot().status == "idle"
