@@ -297,3 +297,22 @@ def test_healthy_varied_plants_run_a_session_without_a_trip(make_unit: object, s
     unit.run(620.0, until=lambda: unit.app.session.snapshot().status == "idle")
     assert unit.faults == [], (seed, program, intensity, unit.plant.params)
     assert unit.app.session.snapshot().status == "idle"
+
+
+def test_slow_common_mode_drift_is_the_documented_residual_held_by_the_thermal_cutoff(
+    make_unit: object,
+) -> None:
+    """Both thermistors drifting low together, slowly: invisible to software (docs/safety.md).
+
+    Without the pad's thermal cutoff the pad follows the drift past 46 °C; with it fitted (the product's
+    hardware layer) the pad stays at or below 46 °C.
+    """
+    for cutoff, bounded in ((None, False), (45.0, True)):
+        unit: SimUnit = make_unit(PlantParams(thermal_cutoff_c=cutoff))  # type: ignore[operator]
+        running(unit, heat=True, heat_target_c=42.0, timer_min=30)
+        unit.plant.inject("thermistor_drift", sensor="both", rate_c_per_s=-0.01)
+        hottest = 0.0
+        for _ in range(round(1500.0 / SAMPLE_PERIOD_S)):
+            unit.tick()
+            hottest = max(hottest, unit.plant.pad_c)
+        assert (hottest <= PAD_MAX_C) is bounded, (cutoff, hottest, unit.faults)

@@ -71,6 +71,7 @@ LEAK_MAX_PER_S = 5.0
 DIVIDER_FACTOR_RANGE = (0.8, 1.2)
 THERMISTOR_MIN_C, THERMISTOR_MAX_C = -100.0, 500.0  # a drifting reading stays in a physical voltage
 SENSOR_RAIL_V = 3.3  # the analog sensors' supply: no sensor output leaves 0..this
+THERMAL_CUTOFF_RESET_C = 5.0  # a tripped thermal cutoff closes again this far below its rating
 MAX_STEP_S = 0.05  # physics sub-step (exponential updates stay stable at this size)
 
 
@@ -162,6 +163,10 @@ class PlantParams:
     # The external hardware deadman: drops the relay when the heartbeat pin stops toggling for this
     # long (None: not fitted, e.g. bench tests that drive outputs by hand).
     deadman_timeout_s: float | None = None
+    # The pad's thermal cutoff, a bimetal in series with the heater (the hardware layer for what the
+    # thermistors cannot see): opens at this temperature, closes again THERMAL_CUTOFF_RESET_C below.
+    # None: not fitted (the default, so firmware faults are not masked in tests).
+    thermal_cutoff_c: float | None = None
 
     @classmethod
     def draw(cls, seed: int) -> PlantParams:
@@ -234,6 +239,7 @@ class Plant:
         self._heartbeat_state = False
         self._heartbeat_seen_t = 0.0
         self.deadman_tripped = False
+        self.cutoff_open = False  # the thermal cutoff (PlantParams.thermal_cutoff_c) has opened
 
     # -- inputs from the mock pins ------------------------------------------------------------
 
@@ -265,7 +271,7 @@ class Plant:
 
     def heater_power(self) -> float:
         """Fraction of full heating power reaching the pad now."""
-        if not self.relay_on or "heater_open" in self.faults:
+        if not self.relay_on or "heater_open" in self.faults or self.cutoff_open:
             return 0.0
         # A runaway's switch is stuck on: duty no longer matters.
         power = 1.0 if "heater_runaway" in self.faults else self._pin("heater")
@@ -334,6 +340,12 @@ class Plant:
 
     def _step_heater(self, h: float) -> None:
         p = self.params
+        cutoff = p.thermal_cutoff_c
+        if cutoff is not None:
+            if self.pad_c >= cutoff:
+                self.cutoff_open = True
+            elif self.pad_c < cutoff - THERMAL_CUTOFF_RESET_C:
+                self.cutoff_open = False
         dT = (
             p.heater_full_c_per_s * self.heater_power()
             - p.heater_loss_per_s * (self.pad_c - p.air_c)
