@@ -30,7 +30,7 @@ from device.safety import Fault, FaultCode, Supervisor
 from device.sim import SimRig, build_sim
 from drivers.clock import Clock, ScaledClock
 from drivers.sim.plant import PlantParams
-from modes.library import load_library
+from modes.library import ProgramLibrary, load_library
 from modes.session import Session, SessionSettings, Status
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,41 @@ def default_sim_state_dir() -> Path:
         return Path(tempfile.mkdtemp(prefix="massager-sim-"))
 
 
+def session_settings(config: Config, preferences: Preferences, library: ProgramLibrary) -> SessionSettings:
+    """The session's settings from the unit's config and the user's stored preferences.
+
+    The one place they are built (the app, the test harness and the tests use it): caps and timers come
+    from the config; the user's last choices within what this unit's config allows now; a remembered
+    program that is no longer in ``library`` falls back to the config's default.
+    """
+    prefs = preferences
+    program = prefs.program if prefs.program in library.names() else config.session.default_program
+    return SessionSettings(
+        pressure_cap_mmhg=dict(config.safety.pressure_cap_mmhg),
+        # the user's last heat target, never above what this unit's config allows now
+        heat_target_c=min(prefs.heat_target_c or config.heater.default_target_c,
+                          config.safety.heat_target_max_c),
+        heat_target_max_c=config.safety.heat_target_max_c,
+        heater_max_duty=config.heater.max_duty,
+        roller_max_speed=config.motors.max_speed,
+        timer_default_min=min(prefs.timer_min, config.session.timer_max_min),
+        timer_max_min=config.session.timer_max_min,
+        default_program=program,
+        default_intensity=prefs.intensity,
+        skip_zones=frozenset(prefs.skip_zones or config.session.skip_zones),
+    )
+
+
+def first_start_preferences(config: Config) -> Preferences:
+    """A new unit's preferences: its config's session defaults."""
+    return Preferences(
+        program=config.session.default_program,
+        intensity=config.session.default_intensity,
+        timer_min=config.session.timer_default_min,
+        skip_zones=list(config.session.skip_zones),
+    )
+
+
 class App:
     """The firmware: every part built from the config, run as tasks until stopped."""
 
@@ -75,7 +110,11 @@ class App:
         hardware: Hardware | None = None,
         plant_seed: int | None = None,
         plant_params: PlantParams | None = None,
+        library: ProgramLibrary | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``library``: programs to use instead of loading ``config.programs_dir`` (tests, the bench);
+        ``monotonic``: the deadman's time (real time; tests inject virtual time)."""
         self.config = config
         self.clock: Clock = clock or ScaledClock(scale=time_scale if sim else 1.0)
         self.sim_mode = sim
@@ -97,36 +136,18 @@ class App:
             else:
                 hardware = build_real_hardware(config, self.clock)
         self.hardware = hardware
-        library, problems = load_library(config.programs_dir)
-        for problem in problems:
-            log.error("user program skipped: %s", problem)
+        if library is None:
+            library, problems = load_library(config.programs_dir)
+            for problem in problems:
+                log.error("user program skipped: %s", problem)
         self.library = library
         self.store = StateStore(config.state_dir)
         self.first_start = not self.store.path.exists()
         stored = self.store.load()
         if self.first_start:  # a new unit starts from its config's session defaults
-            stored.preferences = Preferences(
-                program=config.session.default_program,
-                intensity=config.session.default_intensity,
-                timer_min=config.session.timer_default_min,
-                skip_zones=list(config.session.skip_zones),
-            )
+            stored.preferences = first_start_preferences(config)
         prefs = stored.preferences
-        program = prefs.program if prefs.program in library.names() else config.session.default_program
-        settings = SessionSettings(
-            pressure_cap_mmhg=dict(config.safety.pressure_cap_mmhg),
-            # the user's last heat target, never above what this unit's config allows now
-            heat_target_c=min(prefs.heat_target_c or config.heater.default_target_c,
-                              config.safety.heat_target_max_c),
-            heat_target_max_c=config.safety.heat_target_max_c,
-            heater_max_duty=config.heater.max_duty,
-            roller_max_speed=config.motors.max_speed,
-            timer_default_min=min(prefs.timer_min, config.session.timer_max_min),
-            timer_max_min=config.session.timer_max_min,
-            default_program=program,
-            default_intensity=prefs.intensity,
-            skip_zones=frozenset(prefs.skip_zones or config.session.skip_zones),
-        )
+        settings = session_settings(config, prefs, library)
         self.session = Session(library=library, settings=settings)
         if prefs.heat:
             self.session.update(0.0, heat=True)  # the last heat choice, as the panel and state show it
@@ -146,7 +167,8 @@ class App:
             fault_log=self.fault_log,
             sim=self.rig,
         )
-        self.deadman = Deadman(timeout_s=config.safety.loop_stale_s, on_trip=self._deadman_trip)
+        self.deadman = Deadman(timeout_s=config.safety.loop_stale_s, on_trip=self._deadman_trip,
+                               monotonic=monotonic)
         self.ready = asyncio.Event()
         self.stop_event = asyncio.Event()
         self.extra_tasks: dict[str, Callable[[App], Coroutine[Any, Any, None]]] = {}
@@ -422,4 +444,4 @@ def safe_off_main(args: argparse.Namespace, config: Config) -> int:
     return 0 if off else 1
 
 
-__all__ = ["App", "run_main", "safe_off_main"]
+__all__ = ["App", "first_start_preferences", "run_main", "safe_off_main", "session_settings"]
