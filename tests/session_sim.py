@@ -1,22 +1,34 @@
-"""Helpers for the program, session and control tests: drive a Session on the simulated plant."""
+"""Helpers for the program, session and control tests: the production loop (device/harness.py) with a trace.
+
+``Sim`` is a thin recorder around ``SimUnit``: the real App wiring over mock pins, the fake bus and the
+simulated plant in virtual time. It records the plant's truth after every pass; it runs no logic of
+its own. Commands go through the device's command path; caps, timers and defaults come from the config.
+"""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from device.app import first_start_preferences, session_settings
 from device.config import Config
-from device.safety import Expectations, Fault, Supervisor
+from device.harness import SimUnit
+from device.safety import Fault
 from device.sim import SimRig
 from drivers.clock import VirtualClock
+from drivers.sim.plant import Plant, PlantParams
 from modes.library import ProgramLibrary, load_library
 from modes.limits import SAMPLE_PERIOD_S, ZONES, Zone
 from modes.session import Session, SessionSettings, Status
+from modes.signals import Sample
 
 DT = SAMPLE_PERIOD_S
 
 _LIBRARY: ProgramLibrary | None = None
+_UNITS = itertools.count()
 
 
 def builtin_library() -> ProgramLibrary:
@@ -28,22 +40,11 @@ def builtin_library() -> ProgramLibrary:
     return _LIBRARY
 
 
-def settings_for(config: Config, **overrides: object) -> SessionSettings:
-    """SessionSettings built from the config the way the app builds them."""
-    values: dict[str, object] = {
-        "pressure_cap_mmhg": dict(config.safety.pressure_cap_mmhg),
-        "heat_target_c": config.heater.default_target_c,
-        "heat_target_max_c": config.safety.heat_target_max_c,
-        "heater_max_duty": config.heater.max_duty,
-        "roller_max_speed": config.motors.max_speed,
-        "timer_default_min": config.session.timer_default_min,
-        "timer_max_min": config.session.timer_max_min,
-        "default_program": config.session.default_program,
-        "default_intensity": config.session.default_intensity,
-        "skip_zones": frozenset(config.session.skip_zones),
-    }
-    values.update(overrides)
-    return SessionSettings(**values)  # type: ignore[arg-type]
+def with_caps(config: Config, caps: Mapping[Zone, float]) -> Config:
+    """``config`` with other per-zone pressure caps (as a unit's config file sets them)."""
+    return config.model_copy(
+        update={"safety": config.safety.model_copy(update={"pressure_cap_mmhg": dict(caps)})}
+    )
 
 
 @dataclass
@@ -70,73 +71,100 @@ class Trace:
 
 
 class Sim:
-    """A Session wired to the simulated rig and the real safety supervisor, in virtual time."""
+    """The production loop (``SimUnit``) after its start-up, with the plant's truth recorded every pass."""
 
     def __init__(
         self,
-        rig: SimRig,
-        clock: VirtualClock,
         config: Config,
         *,
         library: ProgramLibrary | None = None,
-        settings: SessionSettings | None = None,
-        supervise: bool = True,
         record_outputs: bool = True,
+        plant_params: PlantParams | None = None,
     ) -> None:
-        self.rig = rig
-        self.clock = clock
-        self.config = config
-        self.session = Session(library=library or builtin_library(), settings=settings or settings_for(config))
-        self.supervisor = (
-            Supervisor(config.safety, thermistors=list(config.sensors.thermistors)) if supervise else None
-        )
-        self.trace = Trace()
+        own = config.model_copy(update={"state_dir": config.state_dir / f"unit{next(_UNITS)}"})
+        self.unit = SimUnit(own, library=library, plant_params=plant_params)  # None: config.programs_dir
+        self.config = own
+        self.trace = Trace(faults=self.unit.faults)  # faults as the loop reported them (on_fault)
         self.record_outputs = record_outputs
-        self.step_s = 0.0  # wall time spent in Session.step (the firmware's own per-tick logic)
+        self._record = True
+        self.step_s = 0.0  # CPU time spent in Session.step (the firmware's own per-pass logic)
+        session = self.unit.session
+        real_step = session.step
+
+        def timed_step(now: float, sample: Sample) -> Any:
+            started = time.thread_time()  # CPU time: the same on a loaded machine as on an idle one
+            try:
+                return real_step(now, sample)
+            finally:
+                self.step_s += time.thread_time() - started
+
+        session.step = timed_step  # type: ignore[method-assign]
+        self.unit.observers.append(self._observe)
+        self.unit.start_up()
+        assert self.unit.supervisor.latched is None and self.unit.supervisor.doubt is None
+
+    @property
+    def session(self) -> Session:
+        """The unit's session."""
+        return self.unit.session
+
+    @property
+    def clock(self) -> VirtualClock:
+        """The unit's virtual clock."""
+        return self.unit.clock
+
+    @property
+    def plant(self) -> Plant:
+        """The simulated physics: the truth every verdict is drawn from."""
+        return self.unit.plant
+
+    @property
+    def rig(self) -> SimRig:
+        """Mock pins, drivers and plant of the unit."""
+        assert self.unit.app.rig is not None
+        return self.unit.app.rig
+
+    def close(self) -> None:
+        """Outputs off and pins released."""
+        self.unit.close()
+
+    def command(self, action: str, **fields: Any) -> None:
+        """One command through the device's command path; it must be accepted."""
+        reply = self.unit.command(action=action, **fields)
+        assert reply.ok, reply
+
+    def start(self, **fields: Any) -> None:
+        """Start a session (fields as the MQTT ``start`` command takes them)."""
+        self.command("start", **fields)
+
+    def _observe(self) -> None:
+        if not self._record:
+            return
+        trace = self.trace
+        plant = self.unit.plant
+        snap = self.unit.session.snapshot()
+        trace.t.append(self.unit.clock.now())
+        for zone in ZONES:
+            trace.pressure[zone].append(plant.pressure[zone])
+            trace.setpoint[zone].append(snap.setpoints_mmhg[zone])
+        if self.record_outputs:
+            trace.outputs.append(plant.outputs())
+        trace.sensor_c.append(max(plant.sensor_c.values()))
+        trace.status.append(snap.status)
 
     def tick(self, record: bool = True) -> None:
-        """One 20 Hz pass: read, check, step, apply, then advance the plant and the clock."""
-        rig, session, clock = self.rig, self.session, self.clock
-        now = clock.now()
-        sample = rig.hardware.read_sample()
-        snap = session.snapshot()
-        if self.supervisor is not None:
-            fault = self.supervisor.check(
-                sample,
-                Expectations(
-                    heat_target_c=snap.heat_target_c if snap.heat_active else None,
-                    setpoints_mmhg=snap.setpoints_mmhg,
-                ),
-            )
-            if fault is not None:
-                self.trace.faults.append(fault)
-        started = time.perf_counter()
-        command = session.step(now, sample)
-        self.step_s += time.perf_counter() - started
-        rig.hardware.apply(command)
-        if record:
-            trace = self.trace
-            plant = rig.plant
-            trace.t.append(now)
-            for zone in ZONES:
-                trace.pressure[zone].append(plant.pressure[zone])
-                trace.setpoint[zone].append(snap.setpoints_mmhg[zone])
-            if self.record_outputs:
-                trace.outputs.append(plant.outputs())
-            trace.sensor_c.append(max(plant.sensor_c.values()))
-            trace.status.append(session.status)
-        rig.plant.step(DT)
-        clock.advance(DT)
+        """One pass of the production loop (then the plant and the clock move one period)."""
+        self._record = record
+        self.unit.tick()
 
     def run(self, seconds: float, *, until: Callable[[], bool] | None = None, record: bool = True) -> None:
-        """Tick for ``seconds`` of virtual time, or until ``until()`` is true."""
-        for _ in range(round(seconds / DT)):
-            if until is not None and until():
-                return
-            self.tick(record)
+        """Run passes for ``seconds`` of virtual time, or until ``until()`` is true."""
+        self._record = record
+        self.unit.run(seconds, until=until)
+        self._record = True
 
     def run_until_idle(self, limit_s: float) -> float:
-        """Tick until the session is idle (at most ``limit_s``); returns the virtual time it took."""
+        """Run until the session is idle (at most ``limit_s``); returns the virtual time it took."""
         start = self.clock.now()
         self.run(limit_s, until=lambda: self.session.status is Status.IDLE)
         return self.clock.now() - start
@@ -180,3 +208,13 @@ def pump_runs_s(trace: Trace) -> list[float]:
     if start is not None:
         runs.append(trace.t[-1] + DT - start)
     return runs
+
+
+def settings_for(config: Config) -> SessionSettings:
+    """A new unit's session settings from ``config``, built by the app's own function."""
+    return session_settings(config, first_start_preferences(config), builtin_library())
+
+
+def with_session(config: Config, **values: Any) -> Config:
+    """``config`` with other ``[session]`` values (timer limits, defaults)."""
+    return config.model_copy(update={"session": config.session.model_copy(update=values)})

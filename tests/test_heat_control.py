@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 
 from device.config import Config
-from device.sim import SimRig
-from drivers.clock import VirtualClock
 from modes.heat import HeatControl
 from modes.session import Status
 from tests.session_sim import Sim
@@ -14,10 +12,11 @@ from tests.session_sim import Sim
 
 @pytest.mark.parametrize("target_c", [40.0, 36.0])
 def test_heat_control_reaches_and_holds_target_then_off_after_session(
-    target_c: float, rig: SimRig, clock: VirtualClock, config: Config
+    target_c: float, config: Config
 ) -> None:
-    sim = Sim(rig, clock, config)
-    sim.session.start(clock.now(), program="relax", intensity=3, heat=True, heat_target_c=target_c)
+    sim = Sim(config)
+    rig = sim.rig
+    sim.start(program="relax", intensity=3, heat=True, heat_target_c=target_c)
     assert sim.session.snapshot().heat_active
     sim.run_until_idle(930.0)
     trace = sim.trace
@@ -38,22 +37,21 @@ def test_heat_control_reaches_and_holds_target_then_off_after_session(
     assert max(rig.plant.sensor_c.values()) < cooled_from - 1.0
 
 
-def test_heat_control_off_in_pause_and_when_switched_off(
-    rig: SimRig, clock: VirtualClock, config: Config
-) -> None:
-    sim = Sim(rig, clock, config)
+def test_heat_control_off_in_pause_and_when_switched_off(config: Config) -> None:
+    sim = Sim(config)
+    rig = sim.rig
     session = sim.session
-    session.start(clock.now(), program="circulation", heat=True)
+    sim.start(program="circulation", heat=True)
     sim.run(30.0)
     assert float(rig.plant.outputs()["heater"]) > 0.0
-    session.pause(clock.now())
+    sim.command("pause")
     assert not session.snapshot().heat_active
     sim.run(1.0)
     assert rig.plant.outputs()["heater"] == 0.0
-    session.resume(clock.now())
+    sim.command("resume")
     sim.run(1.0)
     assert float(rig.plant.outputs()["heater"]) > 0.0
-    session.update(clock.now(), heat=False)
+    sim.command("set", heat=False)
     sim.run(0.1)
     assert rig.plant.outputs()["heater"] == 0.0
     assert session.snapshot().heat is False and not session.snapshot().heat_active

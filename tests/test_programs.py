@@ -16,13 +16,11 @@ from hypothesis import strategies as st
 from device.cli import main as cli_main
 from device.config import Config
 from device.programs_cmd import programs_main
-from device.sim import build_sim
-from drivers.clock import VirtualClock
 from modes.library import BUILTIN_ORDER, UnknownProgram, load_library
 from modes.limits import ZONES
 from modes.program import Program, ProgramError, parse_program
 from modes.session import Status
-from tests.session_sim import Sim, builtin_library, settings_for
+from tests.session_sim import Sim, builtin_library, with_caps
 
 GOOD: dict[str, Any] = {
     "name": "evening",
@@ -176,18 +174,17 @@ def test_programs_missing_user_directory_means_builtins_only(tmp_path: Path) -> 
 
 def test_programs_user_program_runs_in_a_session(tmp_path: Path, config: Config) -> None:
     _write(tmp_path, "slow_calves.toml", USER_TOML)
-    library, problems = load_library(tmp_path)
+    _, problems = load_library(tmp_path)
     assert problems == []
-    clock = VirtualClock()
-    rig = build_sim(config, clock=clock.now)
+    sim = Sim(config.model_copy(update={"programs_dir": tmp_path}))  # the unit loads it as it would
     try:
-        sim = Sim(rig, clock, config, library=library)
-        sim.session.start(clock.now(), program="slow_calves", intensity=5)
+        assert sim.unit.app.library.get("slow_calves") is not None
+        sim.start(program="slow_calves", intensity=5)
         sim.run(60.0)
         assert sim.trace.faults == []
         assert max(sim.trace.pressure["calf"]) > 10.0 and max(sim.trace.pressure["foot"]) < 1.0
     finally:
-        rig.close()
+        sim.close()
 
 
 def test_programs_command_lists_builtin_and_user_programs(
@@ -333,15 +330,13 @@ def test_programs_random_program_is_refused_or_stays_within_caps(
     event("valid: run on the plant")
     library, _ = load_library(None)
     library.user["random"] = program
-    clock = VirtualClock()
-    rig = build_sim(config, clock=clock.now)
+    sim = Sim(with_caps(config, zone_caps), library=library, record_outputs=False)  # caps as configured
+    rig = sim.rig
     try:
-        sim = Sim(rig, clock, config, library=library, record_outputs=False,
-                  settings=settings_for(config, pressure_cap_mmhg=zone_caps))
-        sim.session.start(clock.now(), program="random", intensity=intensity, timer_min=5)
+        sim.start(program="random", intensity=intensity, timer_min=5)
         sim.run(45.0)
         if sim.session.status in (Status.RUNNING, Status.PAUSED):
-            sim.session.stop(clock.now())
+            sim.command("stop")
         sim.run_until_idle(10.0)
         assert sim.trace.faults == [], f"the safety supervisor tripped: {sim.trace.faults[0]}"
         for zone in ZONES:
@@ -350,7 +345,7 @@ def test_programs_random_program_is_refused_or_stays_within_caps(
         assert sim.session.status is Status.IDLE
         assert all(rig.plant.pressure[z] < 10.0 for z in ZONES)
     finally:
-        rig.close()
+        sim.close()
 
 
 def test_programs_examples_in_the_docs_are_valid(tmp_path: Path) -> None:

@@ -9,11 +9,10 @@ import pytest
 
 from device.config import Config
 from device.sim import SimRig
-from drivers.clock import VirtualClock
 from modes.limits import ZONES
 from modes.session import PAUSE_MAX_S, CommandRefused, Session, Status
 from modes.signals import OFF
-from tests.session_sim import Sim, builtin_library, settings_for
+from tests.session_sim import Sim, builtin_library, settings_for, with_session
 
 
 def _vented(rig: SimRig) -> bool:
@@ -24,12 +23,12 @@ def _pressing(rig: SimRig) -> bool:
     return any(rig.plant.pressure[z] > 10.0 for z in ZONES)
 
 
-def test_session_start_reports_running_warm_up(rig: SimRig, clock: VirtualClock, config: Config) -> None:
-    sim = Sim(rig, clock, config)
+def test_session_start_reports_running_warm_up(config: Config) -> None:
+    sim = Sim(config)
     snap = sim.session.snapshot()
     assert (snap.status, snap.phase, snap.remaining_s, snap.heat_active) == (Status.IDLE, None, None, False)
     assert set(snap.setpoints_mmhg) == set(ZONES) and not any(snap.setpoints_mmhg.values())
-    sim.session.start(clock.now(), program="circulation", intensity=4, timer_min=10)
+    sim.start(program="circulation", intensity=4, timer_min=10)
     sim.run(20.0)
     snap = sim.session.snapshot()
     assert snap.status is Status.RUNNING and snap.program == "circulation" and snap.intensity == 4
@@ -41,15 +40,14 @@ def test_session_start_reports_running_warm_up(rig: SimRig, clock: VirtualClock,
     assert sim.trace.faults == []
 
 
-def test_session_pause_vents_stops_and_freezes_timer_then_resume_continues(
-    rig: SimRig, clock: VirtualClock, config: Config
-) -> None:
-    sim = Sim(rig, clock, config)
+def test_session_pause_vents_stops_and_freezes_timer_then_resume_continues(config: Config) -> None:
+    sim = Sim(config)
+    rig = sim.rig
     session = sim.session
-    session.start(clock.now(), program="recovery", intensity=5)
+    sim.start(program="recovery", intensity=5)
     sim.run(200.0, until=lambda: _pressing(rig) and rig.plant.pressure["foot"] > 60.0)
     assert rig.plant.pressure["foot"] > 60.0
-    session.pause(clock.now())
+    sim.command("pause")
     frozen = session.snapshot().remaining_s
     assert session.snapshot().setpoints_mmhg == dict.fromkeys(ZONES, 0.0)
     sim.run(3.0)
@@ -60,7 +58,7 @@ def test_session_pause_vents_stops_and_freezes_timer_then_resume_continues(
     assert not any(out[f"valve_{z}"] for z in ZONES)
     sim.run(60.0)
     assert session.snapshot().remaining_s == frozen and session.status is Status.PAUSED
-    session.resume(clock.now())
+    sim.command("resume")
     mark = len(sim.trace.t)
     sim.run(30.0)
     snap = session.snapshot()
@@ -70,11 +68,12 @@ def test_session_pause_vents_stops_and_freezes_timer_then_resume_continues(
     assert sim.trace.faults == []
 
 
-def test_session_left_paused_finishes_by_itself(rig: SimRig, clock: VirtualClock, config: Config) -> None:
-    sim = Sim(rig, clock, config)
-    sim.session.start(clock.now())
+def test_session_left_paused_finishes_by_itself(config: Config) -> None:
+    sim = Sim(config)
+    rig = sim.rig
+    sim.start()
     sim.run(30.0)
-    sim.session.pause(clock.now())
+    sim.command("pause")
     sim.run(PAUSE_MAX_S - 1.0, record=False)
     assert sim.session.status is Status.PAUSED
     sim.run(5.0)
@@ -82,12 +81,13 @@ def test_session_left_paused_finishes_by_itself(rig: SimRig, clock: VirtualClock
     assert rig.plant.all_off()
 
 
-def test_session_stop_finishes_cleanly(rig: SimRig, clock: VirtualClock, config: Config) -> None:
-    sim = Sim(rig, clock, config)
+def test_session_stop_finishes_cleanly(config: Config) -> None:
+    sim = Sim(config)
+    rig = sim.rig
     session = sim.session
-    session.start(clock.now(), program="recovery", intensity=5, heat=True)
+    sim.start(program="recovery", intensity=5, heat=True)
     sim.run(200.0, until=lambda: rig.plant.pressure["ankle"] > 40.0)
-    session.stop(clock.now())
+    sim.command("stop")
     assert session.status is Status.FINISHING and session.snapshot().remaining_s == 0.0
     took = sim.run_until_idle(10.0)
     assert session.status is Status.IDLE and took < 3.0
@@ -101,9 +101,10 @@ def test_session_stop_finishes_cleanly(rig: SimRig, clock: VirtualClock, config:
     assert sim.trace.faults == []
 
 
-def test_session_timer_ends_the_session(rig: SimRig, clock: VirtualClock, config: Config) -> None:
-    sim = Sim(rig, clock, config, record_outputs=False)
-    sim.session.start(clock.now(), program="relax", timer_min=5)
+def test_session_timer_ends_the_session(config: Config) -> None:
+    sim = Sim(config, record_outputs=False)
+    rig = sim.rig
+    sim.start(program="relax", timer_min=5)
     took = sim.run_until_idle(400.0)
     assert 300.0 <= took <= 305.0
     assert _vented(rig)
@@ -111,10 +112,10 @@ def test_session_timer_ends_the_session(rig: SimRig, clock: VirtualClock, config
     assert sim.trace.faults == []
 
 
-def test_session_short_timer_keeps_every_phase(rig: SimRig, clock: VirtualClock, config: Config) -> None:
-    sim = Sim(rig, clock, config, record_outputs=False)
+def test_session_short_timer_keeps_every_phase(config: Config) -> None:
+    sim = Sim(config, record_outputs=False)
     session = sim.session
-    session.start(clock.now(), program="recovery", timer_min=5)
+    sim.start(program="recovery", timer_min=5)
     phases = []
     for _ in range(300):
         sim.run(1.0)
@@ -124,23 +125,22 @@ def test_session_short_timer_keeps_every_phase(rig: SimRig, clock: VirtualClock,
     assert phases == ["warm_up", "work", "cool_down"]
 
 
-def test_session_quick_boost_ends_by_itself(rig: SimRig, clock: VirtualClock, config: Config) -> None:
-    sim = Sim(rig, clock, config, record_outputs=False)
-    sim.session.start(clock.now(), program="quick_boost", timer_min=15)
+def test_session_quick_boost_ends_by_itself(config: Config) -> None:
+    sim = Sim(config, record_outputs=False)
+    sim.start(program="quick_boost", timer_min=15)
     assert sim.session.snapshot().remaining_s == pytest.approx(180.0)
     took = sim.run_until_idle(200.0)
     assert 180.0 <= took <= 185.0
 
 
-def test_session_fault_from_any_state_turns_everything_off(
-    rig: SimRig, clock: VirtualClock, config: Config
-) -> None:
-    sim = Sim(rig, clock, config)
+def test_session_fault_from_any_state_turns_everything_off(config: Config) -> None:
+    sim = Sim(config)
+    rig, clock = sim.rig, sim.clock
     session = sim.session
     session.enter_fault(clock.now())  # from idle
     assert session.status is Status.FAULT
     session.clear_fault(clock.now())
-    session.start(clock.now(), heat=True)
+    sim.start(heat=True)
     sim.run(40.0)
     session.enter_fault(clock.now())
     session.enter_fault(clock.now())  # the supervisor may repeat itself
@@ -149,31 +149,29 @@ def test_session_fault_from_any_state_turns_everything_off(
     sim.run(3.0)
     assert rig.plant.all_off() and _vented(rig)
     assert session.snapshot().remaining_s is None and not session.snapshot().heat_active
-    with pytest.raises(CommandRefused) as refused:
+    with pytest.raises(CommandRefused) as refused:  # the session itself refuses (not only the device)
         session.start(clock.now())
     assert refused.value.field == "action"
     session.clear_fault(clock.now())
     assert session.status is Status.IDLE
-    session.start(clock.now())
+    sim.start()
     sim.run(60.0)
     assert session.status is Status.RUNNING
-    for status_maker in (lambda: session.pause(clock.now()), lambda: session.stop(clock.now())):
+    for status_maker in (lambda: sim.command("pause"), lambda: sim.command("stop")):
         status_maker()
         session.enter_fault(clock.now())
         assert session.status is Status.FAULT
         session.clear_fault(clock.now())
-        session.start(clock.now())
+        sim.start()
 
 
-def test_session_transitions_are_logged(
-    rig: SimRig, clock: VirtualClock, config: Config, caplog: pytest.LogCaptureFixture
-) -> None:
-    sim = Sim(rig, clock, config)
+def test_session_transitions_are_logged(config: Config, caplog: pytest.LogCaptureFixture) -> None:
+    sim = Sim(config)
     with caplog.at_level(logging.INFO, logger="modes.session"):
-        sim.session.start(clock.now())
-        sim.session.pause(clock.now())
-        sim.session.resume(clock.now())
-        sim.session.stop(clock.now())
+        sim.start()
+        sim.command("pause")
+        sim.command("resume")
+        sim.command("stop")
         sim.run_until_idle(10.0)
     messages = [r.getMessage() for r in caplog.records]
     moves = [m for m in messages if m.startswith("session ") and "->" in m]
@@ -239,7 +237,7 @@ def test_session_refuses_illegal_transitions_while_running(config: Config) -> No
 
 
 def test_session_settings_lower_timer_max_is_enforced(config: Config) -> None:
-    session = Session(library=builtin_library(), settings=settings_for(config, timer_max_min=20))
+    session = Session(library=builtin_library(), settings=settings_for(with_session(config, timer_max_min=20)))
     with pytest.raises(CommandRefused, match="from 5 to 20") as refused:
         session.update(0.0, timer_min=25)
     assert refused.value.field == "timer_min"
@@ -250,15 +248,12 @@ def test_session_settings_lower_timer_max_is_enforced(config: Config) -> None:
     )
 
 
-def test_session_intensity_change_takes_effect_at_the_next_wave(
-    rig: SimRig, clock: VirtualClock, config: Config
-) -> None:
-    sim = Sim(rig, clock, config, record_outputs=False)
-    session = sim.session
-    session.start(clock.now(), program="circulation", intensity=1)
+def test_session_intensity_change_takes_effect_at_the_next_wave(config: Config) -> None:
+    sim = Sim(config, record_outputs=False)
+    sim.start(program="circulation", intensity=1)
     sim.run(240.0)  # into the work phase
     before = max(sim.trace.pressure["foot"][-1200:])
-    session.update(clock.now(), intensity=5)
+    sim.command("set", intensity=5)
     sim.run(60.0)
     after = max(sim.trace.pressure["foot"][-600:])
     assert after > before * 1.4
@@ -267,14 +262,13 @@ def test_session_intensity_change_takes_effect_at_the_next_wave(
     assert sim.trace.faults == []
 
 
-def test_session_program_change_waits_for_a_safe_point(
-    rig: SimRig, clock: VirtualClock, config: Config
-) -> None:
-    sim = Sim(rig, clock, config, record_outputs=False)
+def test_session_program_change_waits_for_a_safe_point(config: Config) -> None:
+    sim = Sim(config, record_outputs=False)
+    rig = sim.rig
     session = sim.session
-    session.start(clock.now(), program="recovery", intensity=4)
+    sim.start(program="recovery", intensity=4)
     sim.run(300.0, until=lambda: rig.plant.pressure["ankle"] > 30.0)
-    session.update(clock.now(), program="sensitive")
+    sim.command("set", program="sensitive")
     assert session.snapshot().program == "sensitive"
     remaining = session.snapshot().remaining_s
     sim.run(60.0)
@@ -284,14 +278,14 @@ def test_session_program_change_waits_for_a_safe_point(
     assert sim.trace.faults == []
 
 
-def test_session_timer_change_while_running(rig: SimRig, clock: VirtualClock, config: Config) -> None:
-    sim = Sim(rig, clock, config, record_outputs=False)
+def test_session_timer_change_while_running(config: Config) -> None:
+    sim = Sim(config, record_outputs=False)
     session = sim.session
-    session.start(clock.now(), program="relax", timer_min=15)
+    sim.start(program="relax", timer_min=15)
     sim.run(400.0)
-    session.update(clock.now(), timer_min=20)
+    sim.command("set", timer_min=20)
     assert session.snapshot().remaining_s == pytest.approx(800.0, abs=0.1)
-    session.update(clock.now(), timer_min=5)  # already past 5 minutes: cool down now, then finish
+    sim.command("set", timer_min=5)  # already past 5 minutes: cool down now, then finish
     snap = session.snapshot()
     assert snap.phase == "cool_down" and snap.remaining_s is not None and 60.0 < snap.remaining_s < 120.0
     took = sim.run_until_idle(200.0)
@@ -299,12 +293,12 @@ def test_session_timer_change_while_running(rig: SimRig, clock: VirtualClock, co
     assert sim.trace.faults == []
 
 
-def test_session_skipping_a_zone_vents_it_now(rig: SimRig, clock: VirtualClock, config: Config) -> None:
-    sim = Sim(rig, clock, config)
-    session = sim.session
-    session.start(clock.now(), program="circulation", intensity=5)
+def test_session_skipping_a_zone_vents_it_now(config: Config) -> None:
+    sim = Sim(config)
+    rig = sim.rig
+    sim.start(program="circulation", intensity=5)
     sim.run(300.0, until=lambda: rig.plant.pressure["calf"] > 20.0)
-    session.update(clock.now(), skip_zones=["calf"])
+    sim.command("set", skip_zones=["calf"])
     sim.run(2.0)
     assert rig.plant.pressure["calf"] < 10.0
     mark = len(sim.trace.t)
@@ -318,6 +312,7 @@ def test_session_unknown_default_program_falls_back_to_the_first_builtin(
     config: Config, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="modes.session"):
-        session = Session(library=builtin_library(), settings=settings_for(config, default_program="gone"))
+        settings = settings_for(with_session(config, default_program="gone"))
+        session = Session(library=builtin_library(), settings=settings)
     assert session.snapshot().program == "relax"
     assert "default program 'gone' is not available" in caplog.text
