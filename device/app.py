@@ -249,19 +249,11 @@ class App:
 
         original = self.controller.on_pass
 
-        def after_pass(sample: Any) -> None:
+        def on_pass(sample: Any) -> None:
             original(sample)
-            if self.deadman.tripped and self.supervisor.latched is None:
-                self.deadman.rearm()  # the stall fault was reset: watch for the next one
-            self.deadman.feed()
-            if self.rig is not None and self.controller.stats.ticks % 1000 == 0:
-                self.rig.trim_pin_history(PIN_HISTORY_MAX // 2)  # mock pins keep every change otherwise
-            now = time.monotonic()
-            if now - self._last_watchdog >= WATCHDOG_EVERY_S:
-                self._last_watchdog = now
-                sdnotify.watchdog()
+            self.after_pass()
 
-        self.controller.on_pass = after_pass
+        self.controller.on_pass = on_pass
         try:
             await self.controller.run(stopping)
         finally:
@@ -270,6 +262,18 @@ class App:
             # shutdown stages, such as saying offline to a slow broker, are not a stalled loop).
             self.hardware.safe_off()
             self.deadman.stop()
+
+    def after_pass(self) -> None:
+        """After every pass of the running loop: the deadman fed (rearmed after a reset), the watchdog."""
+        if self.deadman.tripped and self.supervisor.latched is None:
+            self.deadman.rearm()  # the stall fault was reset: watch for the next one
+        self.deadman.feed()
+        if self.rig is not None and self.controller.stats.ticks % 1000 == 0:
+            self.rig.trim_pin_history(PIN_HISTORY_MAX // 2)  # mock pins keep every change otherwise
+        now = time.monotonic()
+        if now - self._last_watchdog >= WATCHDOG_EVERY_S:
+            self._last_watchdog = now
+            sdnotify.watchdog()
 
     async def run(self) -> int:
         """Run until stopped; returns the exit status. Outputs end off whatever happens."""

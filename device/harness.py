@@ -94,7 +94,7 @@ class SimUnit:
     def tick(self) -> None:
         """One pass of the production loop, then one sample period passes (the plant follows)."""
         self.app.controller.tick()
-        self.app.deadman.feed()  # as App.control_task does after every pass
+        self.app.after_pass()  # what App.control_task does after every pass (the deadman fed)
         for observe in self.observers:
             observe()
         self.clock.advance(SAMPLE_PERIOD_S)

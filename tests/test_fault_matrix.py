@@ -1,94 +1,88 @@
 """The fault-injection matrix (issue 4): every plant fault in every session state where it can occur.
 
-Each case runs the real loop (device/controller.py: sensors -> supervisor -> session -> drivers) on
-the simulated plant in virtual time, injects a fault into the physics, and asserts from the plant
-and the mock pins: the right code latches in time, every output is off in the same pass, every zone
-is below 10 mmHg by the vent deadline, nothing restarts by itself, and a reset is refused while the
-condition persists and accepted once it has cleared.
+Each case runs the production loop (device/harness.py SimUnit: the real App wiring, its start-up,
+its controller pass and its command path) on the simulated plant in virtual time, injects a fault
+into the physics, and asserts from the plant and the mock pins: the right code latches in time,
+every output is off in the same pass, every zone is below 10 mmHg by the vent deadline, nothing
+restarts by itself, and a reset is refused while the condition persists and accepted once it has
+cleared.
 """
 
 from __future__ import annotations
 
-import asyncio
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from device.config import Config
-from device.controller import Controller
-from device.deadman import Deadman
+from device.harness import SimUnit
 from device.safety import Fault, FaultCode, Supervisor
-from device.sim import SimRig
 from drivers.clock import VirtualClock
-from modes.library import ProgramLibrary, load_library
+from drivers.sim.plant import Plant
 from modes.limits import SAMPLE_PERIOD_S, ZONES, Zone
-from modes.session import Session, SessionSettings, Status
+from modes.session import Session, Status
 
 DT = SAMPLE_PERIOD_S
 PROGRAM = "relax"  # three-zone waves and both rollers in every phase
 TIMER_MIN = 5
 VENT_DEADLINE_S = 3.0
 STATES = ("idle", "warm_up", "work", "pause", "finishing")
-_LIBRARY: list[ProgramLibrary] = []
-
-
-def library() -> ProgramLibrary:
-    """The built-in programs, loaded once."""
-    if not _LIBRARY:
-        lib, problems = load_library(None)
-        assert problems == []
-        _LIBRARY.append(lib)
-    return _LIBRARY[0]
 
 
 @dataclass
 class Unit:
-    """The whole safety path of the firmware on the rig: controller, session, supervisor."""
+    """A simulated unit on the production loop, with the matrix's ways of driving and judging it."""
 
-    rig: SimRig
-    clock: VirtualClock
+    sim: SimUnit
     config: Config
-    session: Session
-    supervisor: Supervisor
-    controller: Controller
-    faults: list[Fault] = field(default_factory=list)
 
     @classmethod
-    def build(
-        cls, rig: SimRig, clock: VirtualClock, config: Config, intensity: int = 3, timer_min: int = TIMER_MIN
-    ) -> Unit:
-        """Wire the loop the way device/app.py does."""
-        s = config.safety
-        settings = SessionSettings(
-            pressure_cap_mmhg=dict(s.pressure_cap_mmhg),
-            heat_target_c=config.heater.default_target_c,
-            heat_target_max_c=s.heat_target_max_c,
-            heater_max_duty=config.heater.max_duty,
-            roller_max_speed=config.motors.max_speed,
-            timer_default_min=timer_min,
-            timer_max_min=config.session.timer_max_min,
-            default_program=PROGRAM,
-            default_intensity=intensity,
+    def build(cls, config: Config, intensity: int = 3, timer_min: int = TIMER_MIN) -> Unit:
+        """The unit with its session defaults in its config (program, intensity, timer), started up."""
+        session = config.session.model_copy(
+            update={"default_program": PROGRAM, "default_intensity": intensity, "timer_default_min": timer_min}
         )
-        session = Session(library=library(), settings=settings)
-        supervisor = Supervisor(s, thermistors=list(config.sensors.thermistors))
-        unit = cls(rig, clock, config, session, supervisor,
-                   Controller(hardware=rig.hardware, session=session, supervisor=supervisor, clock=clock))
-        unit.controller.on_fault = unit.faults.append
-        return unit
+        sim = SimUnit(config.model_copy(update={"session": session}))
+        sim.start_up()
+        assert sim.supervisor.latched is None and sim.supervisor.doubt is None
+        return cls(sim, sim.app.config)
 
     @property
-    def plant(self) -> Any:
+    def plant(self) -> Plant:
         """The simulated physics."""
-        return self.rig.plant
+        return self.sim.plant
+
+    @property
+    def session(self) -> Session:
+        """The unit's session."""
+        return self.sim.session
+
+    @property
+    def supervisor(self) -> Supervisor:
+        """The unit's safety supervisor."""
+        return self.sim.supervisor
+
+    @property
+    def clock(self) -> VirtualClock:
+        """The unit's virtual time."""
+        return self.sim.clock
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Faults the loop reported through on_fault (the fault log, MQTT)."""
+        return self.sim.faults
+
+    def command(self, action: str, **fields: Any) -> None:
+        """A command through the device's command path; it must be accepted."""
+        reply = self.sim.command(action=action, **fields)
+        assert reply.ok, reply
 
     def tick(self) -> None:
-        """One 20 Hz pass of the loop, then the physics catches up."""
-        self.controller.tick()
-        self.rig.plant.step(DT)
-        self.clock.advance(DT)
+        """One 20 Hz pass of the production loop, then the physics catches up."""
+        self.sim.tick()
 
     def run(self, seconds: float, *, stop_on_fault: bool = True) -> Fault | None:
         """Run the loop; return the fault that latched (the tick it latched in has completed)."""
@@ -108,11 +102,11 @@ class Unit:
         raise AssertionError(f"condition not reached within {limit_s} s")
 
     def enter(self, state: str, *, heat: bool = True) -> None:
-        """Bring the session to ``state``."""
+        """Bring the session to ``state`` through the command path."""
         if state == "idle":
             self.run(2.0)
             return
-        self.session.start(self.clock.now(), heat=heat)
+        self.command("start", heat=heat)
         if state == "warm_up":
             self.run(20.0)
             assert self.session.snapshot().phase == "warm_up"
@@ -120,20 +114,15 @@ class Unit:
         self.run_until(lambda: self.session.snapshot().phase == "work", 200.0)
         self.run(15.0)
         if state == "pause":
-            self.session.pause(self.clock.now())
+            self.command("pause")
             self.run(2.0)
         elif state == "finishing":
-            self.session.stop(self.clock.now())
+            self.command("stop")
         assert self.supervisor.latched is None, self.supervisor.latched
 
     def reset(self) -> str | None:
-        """The reset path of device/api.py: supervisor first, then the session."""
-        sample = self.controller.last_sample
-        assert sample is not None
-        reason = self.supervisor.reset(sample)
-        if reason is None:
-            self.session.clear_fault(self.clock.now())
-        return reason
+        """A ``reset_fault`` command: None when accepted, else why it was refused."""
+        return self.sim.reset()
 
     def assert_safe_after(self, fault: Fault, *, stuck_zone: Zone | None = None) -> None:
         """Outputs off in the pass that latched; zones vented by the deadline; nothing restarts."""
@@ -155,9 +144,19 @@ class Unit:
 
 
 @pytest.fixture
-def make_unit(rig: SimRig, clock: VirtualClock, config: Config) -> Iterator[Any]:
-    """Build the unit at a chosen intensity."""
-    yield lambda intensity=3, timer_min=TIMER_MIN: Unit.build(rig, clock, config, intensity, timer_min)
+def make_unit(config: Config) -> Iterator[Any]:
+    """Build units at a chosen intensity (each with its own state directory); closed afterwards."""
+    units: list[Unit] = []
+
+    def make(intensity: int = 3, timer_min: int = TIMER_MIN) -> Unit:
+        own = config.model_copy(update={"state_dir": config.state_dir / f"unit{len(units)}"})
+        unit = Unit.build(own, intensity, timer_min)
+        units.append(unit)
+        return unit
+
+    yield make
+    for unit in units:
+        unit.sim.close()
 
 
 @dataclass(frozen=True)
@@ -229,14 +228,14 @@ def test_fault_matrix(make_unit: Any, case: Case) -> None:
     params = dict(case.params)
     if case.fault == "valve_stuck_closed":
         # stick the valve while its zone holds air, so venting it is what fails
-        unit.session.start(unit.clock.now(), heat=case.heat)
+        unit.command("start", heat=case.heat)
         unit.run_until(lambda: unit.session.snapshot().phase == "work", 200.0)
         unit.run_until(lambda: unit.plant.pressure["foot"] > 30.0 and unit.plant.outputs()["valve_foot"], 60.0)
         unit.plant.inject(case.fault, **params)
         if case.state == "pause":
-            unit.session.pause(unit.clock.now())
+            unit.command("pause")
         elif case.state == "finishing":
-            unit.session.stop(unit.clock.now())
+            unit.command("stop")
     else:
         unit.enter(case.state, heat=case.heat)
         unit.plant.inject(case.fault, **params)
@@ -288,68 +287,113 @@ def test_fault_matrix_dead_pump_is_caught_again_after_a_reset(make_unit: Any) ->
     assert fault is not None and fault.code is FaultCode.PRESSURE_NOT_RISING
     unit.run(1.0, stop_on_fault=False)
     assert unit.reset() is None  # nothing to see with the pump off; the next attempt shows it again
-    unit.session.start(unit.clock.now(), heat=True)
+    unit.command("start", heat=True)
     again = unit.run(60.0)
     assert again is not None and again.code is FaultCode.PRESSURE_NOT_RISING
     assert unit.plant.all_off()
 
 
-class FakeMonotonic:
-    """The deadman's clock, moved by the blocking call under test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.mark.parametrize("state", STATES)
-async def test_fault_matrix_loop_stall(make_unit: Any, state: str) -> None:
-    """``loop_stall``: the event loop blocks; the deadman thread forces every output off and latches."""
+def test_fault_matrix_loop_stall(make_unit: Any, state: str) -> None:
+    """``loop_stall``: the loop runs no pass; the app's deadman, from its own thread, forces every output
+    off and latches CONTROL_LOOP_STALL while the loop is still silent. Time is the unit's virtual time."""
     unit: Unit = make_unit()
     unit.enter(state)
-    monotonic = FakeMonotonic()
-    hardware, supervisor = unit.rig.hardware, unit.supervisor
-
-    def deadman_trip() -> None:  # what device/app.py passes as on_trip
-        hardware.safe_off()
-        stall = supervisor.new_fault(FaultCode.CONTROL_LOOP_STALL, "control loop silent", t=unit.clock.now())
-        supervisor.latch(stall)
-
-    deadman = Deadman(timeout_s=unit.config.safety.loop_stale_s, on_trip=deadman_trip, monotonic=monotonic,
-                      poll_s=0.005)
-    heartbeat = unit.rig.factory.pin(unit.config.pins.heartbeat)
-    seen: dict[str, Any] = {}
-
-    def block_event_loop() -> None:  # the sim's loop_stall: a blocking call on the loop
-        seen["beats"] = len(heartbeat.states)
-        seen["outputs_on"] = not unit.plant.all_off() or state == "idle"
-        monotonic.now += unit.config.safety.loop_stale_s + 0.1  # the time that passes while blocked
-        seen["tripped"] = deadman.wait_tripped(5.0)
-        seen["beats_after"] = len(heartbeat.states)
-        seen["all_off"] = unit.plant.all_off()
-
-    async def loop() -> None:
-        for i in range(200):
-            unit.tick()
-            deadman.feed()
-            if i == 1:  # early: finishing lasts only until the zones are vented
-                asyncio.get_running_loop().call_soon(block_event_loop)
-            await asyncio.sleep(0)
-
+    if state == "finishing":
+        unit.run(0.1)  # early: finishing lasts only until the zones are vented
+    sim = unit.sim
+    assert sim.app.rig is not None
+    heartbeat = sim.app.rig.factory.pin(unit.config.pins.heartbeat)
+    outputs_on = not unit.plant.all_off()
+    assert outputs_on or state == "idle"
+    deadman = sim.deadman
     deadman.start()
     try:
-        await asyncio.wait_for(loop(), timeout=30.0)
+        sim.stall(unit.config.safety.loop_stale_s + 0.1)  # the loop is blocked: no pass, time goes on
+        beats = len(heartbeat.states)
+        assert deadman.wait_tripped(30.0)  # certain: the silence is past the timeout on the deadman's clock
+        assert unit.plant.all_off(), unit.plant.outputs()  # off from the thread, the loop still silent
+        assert len(heartbeat.states) == beats  # the heartbeat pin stopped with the loop
     finally:
         deadman.stop()
-    assert seen["outputs_on"]
-    assert seen["tripped"] and seen["all_off"]  # off from the thread while the loop was still blocked
-    assert seen["beats_after"] == seen["beats"]  # the heartbeat pin stopped with the loop
-    fault = supervisor.latched
+    fault = unit.supervisor.latched
     assert fault is not None and fault.code is FaultCode.CONTROL_LOOP_STALL
+    assert unit.faults == []
+    unit.tick()
     assert unit.faults == [fault]  # the loop reports it once it runs again
     unit.assert_safe_after(fault)
     assert unit.reset() is None  # the loop runs again: the condition has cleared
-    deadman.rearm()
-    assert not deadman.tripped
+    assert not deadman.tripped  # the app rearmed the deadman with the reset (App.control_task)
+
+
+def test_deadman_trip_forces_the_outputs_off_before_it_latches(make_unit: Any) -> None:
+    """The app's trip path (App._deadman_trip) switches every output off through the drivers first,
+    so a supervisor that is itself stuck (a hung thread in ``latch``) cannot keep anything on."""
+    unit: Unit = make_unit()
+    unit.enter("work")
+    assert not unit.plant.all_off()
+    supervisor = unit.supervisor
+    real_latch = supervisor.latch
+    entered, release = threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    def stuck_latch(fault: Fault, *, report: bool = True) -> bool:
+        seen["outputs_when_latching"] = unit.plant.outputs()
+        seen["all_off_when_latching"] = unit.plant.all_off()
+        entered.set()
+        release.wait(30.0)
+        return real_latch(fault, report=report)
+
+    supervisor.latch = stuck_latch  # type: ignore[method-assign]
+    deadman = unit.sim.deadman
+    unit.sim.stall(unit.config.safety.loop_stale_s + 0.1)
+    trip = threading.Thread(target=deadman.poll, name="deadman-poll")
+    trip.start()
+    try:
+        assert entered.wait(30.0)  # certain: poll() runs the app's trip, which latches
+        assert seen["all_off_when_latching"], seen["outputs_when_latching"]
+    finally:
+        release.set()
+        trip.join(30.0)
+        supervisor.latch = real_latch  # type: ignore[method-assign]
+    fault = supervisor.latched
+    assert deadman.tripped and fault is not None and fault.code is FaultCode.CONTROL_LOOP_STALL
+    unit.tick()
+    unit.assert_safe_after(fault)
+
+
+def test_start_up_vents_every_zone_and_judges_every_sensor_before_ready(config: Config) -> None:
+    """After a restart with air left in the zones, the unit is ready only once the plant has vented."""
+    sim = SimUnit(config.model_copy(update={"state_dir": config.state_dir / "restart"}))
+    try:
+        sim.plant.pressure.update({"foot": 90.0, "calf": 60.0})  # air held through a power cut
+        sim.start_up()
+        vented = sim.app.config.safety.vented_mmhg
+        assert all(sim.plant.pressure[z] < vented for z in ZONES), sim.plant.pressure  # the truth
+        assert sim.plant.all_off(), sim.plant.outputs()
+        assert sim.supervisor.latched is None and sim.supervisor.doubt is None
+        assert sim.command(action="start").ok  # judged sensors: a start is accepted at once
+    finally:
+        sim.close()
+
+
+@pytest.mark.parametrize(("fault", "params", "code"), [
+    ("thermistor_open", {"sensor": "pad_1"}, FaultCode.TEMP_SENSOR_FAULT),
+    ("i2c_dead", {}, FaultCode.SENSOR_BUS_FAULT),
+])
+def test_start_up_latches_a_fault_present_at_power_on(
+    config: Config, fault: str, params: dict[str, str], code: FaultCode
+) -> None:
+    """A fault present at power-on is latched by the start-up passes, before any command is taken."""
+    sim = SimUnit(config.model_copy(update={"state_dir": config.state_dir / "faulty"}))
+    try:
+        sim.plant.inject(fault, **params)
+        sim.start_up()
+        latched = sim.supervisor.latched
+        assert latched is not None and latched.code is code, latched
+        assert sim.faults == [latched]  # reported (the fault log, MQTT) before ready
+        assert sim.plant.all_off(), sim.plant.outputs()
+        reply = sim.command(action="start")
+        assert not reply.ok and "latched" in (reply.error or ""), reply
+    finally:
+        sim.close()
