@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
 
 from device.config import Config
 from device.deadman import Deadman
-from device.safety import FaultCode, Supervisor
-from device.sim import SimRig
-from drivers.clock import VirtualClock
-from modes.signals import Command
+from device.harness import SimUnit
+from device.safety import FaultCode
 
 
 class FakeMonotonic:
@@ -107,47 +104,41 @@ def test_deadman_rejects_bad_timing(timeout_s: float, poll_s: float) -> None:
         Deadman(timeout_s=timeout_s, on_trip=lambda: None, poll_s=poll_s)
 
 
-async def test_deadman_trips_when_the_event_loop_is_blocked(
-    rig: SimRig, clock: VirtualClock, config: Config
-) -> None:
-    """A blocking call on the event loop: outputs forced off from the thread, the heartbeat stops."""
-    supervisor = Supervisor(config.safety, thermistors=list(config.sensors.thermistors))
-    hardware = rig.hardware
-
-    def trip() -> None:
-        hardware.safe_off()
-        supervisor.latch(supervisor.new_fault(FaultCode.CONTROL_LOOP_STALL, "loop silent", t=clock.now()))
-
-    deadman = Deadman(timeout_s=config.safety.loop_stale_s, on_trip=trip, poll_s=0.01)
-    heartbeat_pin = rig.factory.pin(config.pins.heartbeat)
-    beats_before_block: list[int] = []
-
-    async def safety_loop() -> None:
-        for tick in range(40):
-            sample = hardware.read_sample()
-            supervisor.check(sample)
-            if supervisor.latched is not None:
-                hardware.safe_off()
-                return  # the fault state: the heartbeat no longer toggles
-            hardware.apply(Command(foot_rollers=0.6, calf_rollers=-0.6, relay=True))
-            hardware.heartbeat.toggle()
-            deadman.feed()
-            rig.plant.step(0.05)
-            clock.advance(0.05)
-            await asyncio.sleep(0)
-            if tick == 30:
-                beats_before_block.append(len(heartbeat_pin.states))
-                deadman.wait_tripped(5.0)  # the bug under test: a blocking call on the event loop
-
-    deadman.start()
+def test_deadman_trips_when_the_event_loop_is_blocked(config: Config) -> None:
+    """The loop blocks mid-session: the app's deadman forces every output off from its own thread and
+    latches CONTROL_LOOP_STALL; the heartbeat stops with the loop. Time is the unit's virtual time."""
+    unit = SimUnit(config)
     try:
-        await asyncio.wait_for(safety_loop(), timeout=10.0)
+        unit.start_up()
+        assert unit.command(action="start", program="relax", heat=True).ok
+        unit.run(30.0)  # a healthy loop: rollers, air and heat under way
+        assert not unit.plant.all_off()
+        assert unit.app.rig is not None
+        heartbeat_pin = unit.app.rig.factory.pin(config.pins.heartbeat)
+        trip_threads: list[str] = []
+        real_trip = unit.app.hardware.trip
+
+        def trip() -> None:
+            trip_threads.append(threading.current_thread().name)
+            real_trip()
+
+        unit.app.hardware.trip = trip  # type: ignore[method-assign]
+        deadman = unit.deadman
+        deadman.start()
+        try:
+            unit.stall(config.safety.loop_stale_s + 0.1)  # the blocking call: no pass, time goes on
+            beats = len(heartbeat_pin.states)
+            assert deadman.wait_tripped(30.0)  # certain: the silence is past the timeout on its clock
+            # the pins, not the firmware, say what happened: every load off while the loop is blocked
+            assert unit.plant.all_off(), unit.plant.outputs()
+            assert len(heartbeat_pin.states) == beats  # the heartbeat stopped with the loop
+        finally:
+            deadman.stop()
+        assert trip_threads and trip_threads[0] == "deadman"  # from the deadman's own thread
+        fault = unit.supervisor.latched
+        assert fault is not None and fault.code is FaultCode.CONTROL_LOOP_STALL
+        unit.run(2.0)  # the loop runs again: it keeps everything off and reports the fault
+        assert unit.plant.all_off(), unit.plant.outputs()
+        assert unit.faults == [fault]
     finally:
-        deadman.stop()
-    assert deadman.tripped
-    fault = supervisor.latched
-    assert fault is not None and fault.code is FaultCode.CONTROL_LOOP_STALL
-    # the pins, not the firmware, say what happened: every load off from the deadman thread
-    assert rig.plant.all_off(), rig.plant.outputs()
-    assert beats_before_block[0] >= 31  # toggled on every healthy pass
-    assert len(heartbeat_pin.states) == beats_before_block[0]  # and never since the loop blocked
+        unit.close()

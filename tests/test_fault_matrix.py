@@ -323,7 +323,8 @@ def test_fault_matrix_loop_stall(make_unit: Any, state: str) -> None:
     assert unit.faults == [fault]  # the loop reports it once it runs again
     unit.assert_safe_after(fault)
     assert unit.reset() is None  # the loop runs again: the condition has cleared
-    assert not deadman.tripped  # the app rearmed the deadman with the reset (App.control_task)
+    unit.tick()
+    assert not deadman.tripped  # rearmed by the next pass after the reset (App.after_pass)
 
 
 def test_deadman_trip_forces_the_outputs_off_before_it_latches(make_unit: Any) -> None:
