@@ -74,18 +74,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortTaken(RuntimeError):
+    """mosquitto could not bind its port: another process took it first."""
+
+
 class Broker:
     """A mosquitto process on loopback, started and stopped by the tests."""
 
     def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
         self.workdir = workdir
+        self._own_port = port is None
         self.port = port or free_port()
         self.extra_conf = extra_conf
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"mosquitto-{self.port}.log"
 
     def start(self) -> Broker:
-        """Start the broker and wait until it accepts connections."""
+        """Start the broker and wait until it accepts connections.
+
+        Parallel test workers pick free ports independently: a port taken between the pick and the
+        bind is picked again (when the port was not chosen by the test).
+        """
+        for _attempt in range(5):
+            try:
+                return self._start()
+            except PortTaken:
+                if not self._own_port:
+                    raise
+                self.port = free_port()
+                self.log = self.workdir / f"mosquitto-{self.port}.log"
+        return self._start()
+
+    def _start(self) -> Broker:
         conf = self.workdir / f"mosquitto-{self.port}.conf"
         # As root, mosquitto drops to its own user, which cannot read files under pytest's tmp dirs.
         as_root = "user root\n" if os.geteuid() == 0 and "user " not in self.extra_conf else ""
@@ -102,7 +122,10 @@ class Broker:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log.read_text()}")
+                text = self.log.read_text()
+                if "Address already in use" in text:
+                    raise PortTaken(text)
+                raise RuntimeError(f"mosquitto exited: {text}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
