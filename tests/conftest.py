@@ -15,8 +15,10 @@ import pytest
 from gpiozero import Device
 
 from device.config import Config, load_config
+from device.harness import SimUnit
 from device.sim import SimRig, build_sim
 from drivers.clock import VirtualClock
+from tests.session_sim import Bench
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -65,6 +67,16 @@ def rig(config: Config, clock: VirtualClock) -> Iterator[SimRig]:
         yield sim
     finally:
         sim.close()
+
+
+@pytest.fixture
+def bench(config: Config) -> Iterator[Bench]:
+    """A unit on the default envelope, its production loop driven by the test's own control law."""
+    unit = SimUnit(config)
+    try:
+        yield Bench(unit)
+    finally:
+        unit.close()
 
 
 def free_port() -> int:

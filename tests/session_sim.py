@@ -11,21 +11,26 @@ import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from device.app import first_start_preferences, session_settings
 from device.config import Config
 from device.harness import SimUnit
-from device.safety import Fault
+from device.safety import Expectations, Fault, Supervisor
 from device.sim import SimRig
 from drivers.clock import VirtualClock
 from drivers.sim.plant import Plant, PlantParams
 from modes.library import ProgramLibrary, load_library
 from modes.limits import SAMPLE_PERIOD_S, ZONES, Zone
 from modes.session import Session, SessionSettings, Status
-from modes.signals import Sample
+from modes.signals import OFF, Command, Sample
 
 DT = SAMPLE_PERIOD_S
+NO_HEAT = Expectations(heat_target_c=None)
+
+Control = Callable[[float, Sample], Command]
+Expect = Callable[[float], Expectations]
 
 _LIBRARY: ProgramLibrary | None = None
 _UNITS = itertools.count()
@@ -218,3 +223,81 @@ def settings_for(config: Config) -> SessionSettings:
 def with_session(config: Config, **values: Any) -> Config:
     """``config`` with other ``[session]`` values (timer limits, defaults)."""
     return config.model_copy(update={"session": config.session.model_copy(update=values)})
+
+
+class Operator:
+    """Takes the session's place in the controller's pass: the test's commands and expectations."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self.now = now
+        self.control: Control = lambda _t, _s: OFF
+        self.expect: Expect = lambda _t: NO_HEAT
+        self.status = Status.IDLE
+
+    def snapshot(self) -> SimpleNamespace:
+        """What the controller reads from the session: the heat target and the setpoints."""
+        e = self.expect(self.now())
+        return SimpleNamespace(heat_active=e.heat_target_c is not None, heat_target_c=e.heat_target_c,
+                               setpoints_mmhg=e.setpoints_mmhg)
+
+    def step(self, now: float, sample: Sample) -> Command:
+        """The outputs for this pass (the controller calls it only while no fault is latched)."""
+        return self.control(now, sample)
+
+    def enter_fault(self, now: float) -> None:
+        """The controller found a latched fault."""
+        self.status = Status.FAULT
+
+
+@dataclass
+class Bench:
+    """A unit on the production loop, driven by a scripted operator."""
+
+    unit: SimUnit
+    operator: Operator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.operator = Operator(self.unit.clock.now)
+        self.unit.controller.session = self.operator  # type: ignore[assignment]
+
+    @property
+    def plant(self) -> Plant:
+        """The simulated physics: the truth."""
+        return self.unit.plant
+
+    @property
+    def supervisor(self) -> Supervisor:
+        """The unit's supervisor."""
+        return self.unit.supervisor
+
+    @property
+    def last(self) -> Sample | None:
+        """The sample the last pass acted on."""
+        return self.unit.controller.last_sample
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Faults the loop reported."""
+        return self.unit.faults
+
+    def run(self, seconds: float, control: Control, expect: Expect = lambda _t: NO_HEAT) -> Fault | None:
+        """Production passes for ``seconds`` under ``control``; returns the first fault the loop reported."""
+        self.operator.control, self.operator.expect = control, expect
+        reported = len(self.unit.faults)
+        for _ in range(round(seconds / DT)):
+            self.unit.tick()
+            if len(self.unit.faults) > reported:
+                return self.unit.faults[reported]
+        return None
+
+    def idle(self, seconds: float) -> None:
+        """Keep the loop running with everything off (the fault state's outputs)."""
+        self.run(seconds, lambda _t, _s: OFF)
+
+    def reset(self) -> str | None:
+        """Ask the supervisor for a reset with the latest sample (the device's reset path, session aside)."""
+        assert self.last is not None
+        reason = self.supervisor.reset(self.last)
+        if reason is None:
+            self.operator.status = Status.IDLE
+        return reason

@@ -10,114 +10,14 @@ plant and the pins, never from the supervisor's own report.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from types import SimpleNamespace
-
 import pytest
 
-from device.config import Config
-from device.harness import SimUnit
-from device.safety import Expectations, Fault, FaultCode, Supervisor
-from drivers.sim.plant import Plant
-from modes.limits import SAMPLE_PERIOD_S, ZONES, Zone
-from modes.session import Status
-from modes.signals import OFF, Command, Sample
+from device.safety import Expectations, FaultCode
+from modes.limits import ZONES, Zone
+from modes.signals import Command, Sample
+from tests.session_sim import DT, Bench, Control, Expect
 
-DT = SAMPLE_PERIOD_S
-NO_HEAT = Expectations(heat_target_c=None)
 CAPS: dict[Zone, float] = {"foot": 120.0, "ankle": 80.0, "calf": 60.0}
-
-Control = Callable[[float, Sample], Command]
-Expect = Callable[[float], Expectations]
-
-
-class Operator:
-    """Takes the session's place in the controller's pass: the test's commands and expectations."""
-
-    def __init__(self, now: Callable[[], float]) -> None:
-        self.now = now
-        self.control: Control = lambda _t, _s: OFF
-        self.expect: Expect = lambda _t: NO_HEAT
-        self.status = Status.IDLE
-
-    def snapshot(self) -> SimpleNamespace:
-        """What the controller reads from the session: the heat target and the setpoints."""
-        e = self.expect(self.now())
-        return SimpleNamespace(heat_active=e.heat_target_c is not None, heat_target_c=e.heat_target_c,
-                               setpoints_mmhg=e.setpoints_mmhg)
-
-    def step(self, now: float, sample: Sample) -> Command:
-        """The outputs for this pass (the controller calls it only while no fault is latched)."""
-        return self.control(now, sample)
-
-    def enter_fault(self, now: float) -> None:
-        """The controller found a latched fault."""
-        self.status = Status.FAULT
-
-
-@dataclass
-class Bench:
-    """A unit on the production loop, driven by a scripted operator."""
-
-    unit: SimUnit
-    operator: Operator = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.operator = Operator(self.unit.clock.now)
-        self.unit.controller.session = self.operator  # type: ignore[assignment]
-
-    @property
-    def plant(self) -> Plant:
-        """The simulated physics: the truth."""
-        return self.unit.plant
-
-    @property
-    def supervisor(self) -> Supervisor:
-        """The unit's supervisor."""
-        return self.unit.supervisor
-
-    @property
-    def last(self) -> Sample | None:
-        """The sample the last pass acted on."""
-        return self.unit.controller.last_sample
-
-    @property
-    def faults(self) -> list[Fault]:
-        """Faults the loop reported."""
-        return self.unit.faults
-
-    def run(self, seconds: float, control: Control, expect: Expect = lambda _t: NO_HEAT) -> Fault | None:
-        """Production passes for ``seconds`` under ``control``; returns the first fault the loop reported."""
-        self.operator.control, self.operator.expect = control, expect
-        reported = len(self.unit.faults)
-        for _ in range(round(seconds / DT)):
-            self.unit.tick()
-            if len(self.unit.faults) > reported:
-                return self.unit.faults[reported]
-        return None
-
-    def idle(self, seconds: float) -> None:
-        """Keep the loop running with everything off (the fault state's outputs)."""
-        self.run(seconds, lambda _t, _s: OFF)
-
-    def reset(self) -> str | None:
-        """Ask the supervisor for a reset with the latest sample (the device's reset path, session aside)."""
-        assert self.last is not None
-        reason = self.supervisor.reset(self.last)
-        if reason is None:
-            self.operator.status = Status.IDLE
-        return reason
-
-
-@pytest.fixture
-def bench(config: Config) -> Iterator[Bench]:
-    """A unit on the default envelope, its loop driven by the test."""
-    unit = SimUnit(config)
-    try:
-        yield Bench(unit)
-    finally:
-        unit.close()
 
 
 def hot(sample: Sample) -> float:
