@@ -5,7 +5,7 @@
 | either thermistor above trip | ``trip_temp_c`` (45 °C), every sample | OVER_TEMPERATURE | both at or below ``heat_target_max_c`` |
 | above target + margin | ``over_target_margin_c`` for ``over_target_s`` | HEATER_OVER_TARGET | the pad at or below target + margin |
 | rising with the heater off | ``runaway_rise_c`` per ``runaway_window_s`` | HEATER_RUNAWAY | no longer rising (half the rate) |
-| energy balance: the heat delivered must show | lower-bound pad model minus the hottest reading above ``HEAT_BALANCE_MARGIN_C`` for ``HEAT_BALANCE_S`` | HEAT_BALANCE | the heater off and both thermistors agree |
+| energy balance: the heat delivered must show | lower-bound pad model minus the hottest reading above ``HEAT_BALANCE_MARGIN_C`` for ``HEAT_BALANCE_S`` | HEAT_BALANCE | every output off and both thermistors readable and in range |
 | slow approach to target | gain < ``not_heating_gain_c`` per ``not_heating_window_s`` | warning HEAT_TARGET_UNREACHABLE (not latched) | clears when the pad gains again |
 
 The energy balance integrates a pad model that can only under-estimate the pad: the heater's rated
