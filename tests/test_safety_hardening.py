@@ -350,3 +350,18 @@ def test_plant_corners_run_every_program_without_a_trip(make_unit: object, corne
                         timer_min=5).ok
     unit.run(320.0, until=lambda: unit.app.session.snapshot().status == "idle")
     assert unit.faults == [], (corner, program, unit.faults)
+
+
+def test_restart_with_a_warm_pad_then_heat_does_not_trip_the_energy_balance(config: Config) -> None:
+    """After a crash mid-session the pad is still warm: it is not the surroundings of the balance model."""
+    unit = SimUnit(config, plant_params=PlantParams())
+    try:
+        unit.plant.pad_c = 41.0
+        for name in unit.plant.sensor_c:
+            unit.plant.sensor_c[name] = 41.0
+        unit.start_up()
+        assert unit.command(action="start", heat=True, heat_target_c=42.0, timer_min=20).ok
+        unit.run(1200.0, until=lambda: unit.app.session.snapshot().status == "idle")
+        assert unit.faults == [], unit.faults
+    finally:
+        unit.close()
