@@ -58,7 +58,7 @@ RELAY_FAULTS = frozenset({FaultCode.HEATER_RUNAWAY, FaultCode.VALVE_STUCK})
 class Fault:
     """A latched fault: stable code, a message carrying the values, wall-clock and sample time."""
 
-    code: FaultCode
+    code: FaultCode | str  # a str only for a code restored from a stored record that this firmware lacks
     message: str
     since: float  # wall-clock epoch seconds (time.time()) when it latched
     t: float  # the sample's clock time
@@ -466,7 +466,7 @@ class Supervisor:
         log.info("fault %s reset", fault.code)
         return None
 
-    def _persisting(self, code: FaultCode, sample: Sample) -> str | None:
+    def _persisting(self, code: FaultCode | str, sample: Sample) -> str | None:
         """Why the fault's condition (or a sensor needed to judge it) has not cleared, else None."""
         s = self.safety
         if sample.bus_error is not None:

@@ -230,18 +230,34 @@ async def test_mqtt5_reply_goes_to_the_response_topic_with_correlation_data(
     async with running_firmware(config), watching(broker.port, f"{BASE}/#", "phone/42/#") as w:
         await w.wait_for(f"{BASE}/state")
         props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = "phone/42/reply"
+        props.ResponseTopic = f"{BASE}/cmd/reply/phone1"  # what docs/technician.md prescribes, the ACL grants
         props.CorrelationData = b"corr-1"
         await w.command({"action": "pause", "id": "p"}, properties=props)
-        response = await w.wait_for("phone/42/reply")
+        response = await w.wait_for(f"{BASE}/cmd/reply/phone1")
         assert json.loads(response.payload)["id"] == "p"
         assert response.properties is not None and response.properties.CorrelationData == b"corr-1"
-        # a response topic inside the device's own topics is not used
-        props.ResponseTopic = f"{BASE}/state"
-        mark = len(w.seen)
-        await w.command({"action": "stop", "id": "q"}, properties=props)
-        await asyncio.sleep(0.3)
-        assert not any(s.topic == f"{BASE}/state" and b'"ok"' in s.payload for s in w.seen[mark:])
+        # a response topic outside cmd/reply/ (the device's own state, another client's topic) is not used
+        for outside in (f"{BASE}/state", "phone/42/reply", f"{BASE}/cmd/reply/+", f"{BASE}/cmd/replyx"):
+            props.ResponseTopic = outside
+            mark = len(w.seen)
+            assert (await w.command({"action": "stop", "id": "q"}, properties=props))["ok"]
+            await asyncio.sleep(0.3)
+            others = [s for s in w.seen[mark:] if s.topic != f"{BASE}/cmd/reply"]
+            assert not any(b'"ok"' in s.payload for s in others), outside
+
+
+async def test_mqtt5_response_topic_equal_to_cmd_reply_gets_one_reply(broker: Broker, tmp_path: Path) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config), watching(broker.port, f"{BASE}/cmd/reply/#") as w:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = f"{BASE}/cmd/reply"
+        props.CorrelationData = b"c-8"
+        reply = await w.command({"action": "stop", "id": "one"}, properties=props)
+        assert reply["id"] == "one"
+        await asyncio.sleep(0.5)
+        replies = [s for s in w.seen if b'"one"' in s.payload]
+        assert len(replies) == 1, replies  # not one plain and one for the response topic
+        assert replies[0].properties is not None and replies[0].properties.CorrelationData == b"c-8"
 
 
 class _BusyBridge(MqttBridge):
@@ -306,7 +322,8 @@ async def test_mqtt_command_flood_is_rate_limited_without_starving_the_loop(
 
 async def test_mqtt_home_assistant_online_republishes_discovery(broker: Broker, tmp_path: Path) -> None:
     config = mqtt_config(tmp_path, broker.port)
-    async with running_firmware(config), watching(broker.port, f"homeassistant/+/{DEVICE_ID}/+/config") as w:
+    topic = f"homeassistant/+/{DEVICE_ID}/+/config"
+    async with running_firmware(config, discovery_min_gap_s=1.0), watching(broker.port, topic) as w:
         await w.wait_for(f"homeassistant/binary_sensor/{DEVICE_ID}/fault/config")
         await asyncio.sleep(0.3)
         mark = len(w.seen)
