@@ -378,3 +378,133 @@ async def test_mqtt_password_is_never_logged(
         await w.wait_for(f"{BASE}/availability", lambda s: s.payload == b"online")
     assert "s3cr3t-Pa55" not in caplog.text
     assert "connected to 127.0.0.1" in caplog.text
+
+
+async def test_mqtt_retained_command_is_ignored_with_a_reply_and_never_replays(
+    broker: Broker, tmp_path: Path
+) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with watching(broker.port, f"{BASE}/cmd/reply") as w:
+        await w.client.publish(f"{BASE}/cmd", b'{"action": "start", "id": "r1"}', qos=1, retain=True)
+        for _restart in range(2):  # every connect (a restart, a reconnect) gets the retained message again
+            mark = len(w.seen)
+            async with running_firmware(config) as fw:
+                reply = (await w.wait_for(f"{BASE}/cmd/reply", after=mark)).json()
+                assert reply["id"] == "r1" and reply["ok"] is False
+                assert "retained command ignored" in reply["error"]
+                await asyncio.sleep(0.3)
+                assert fw.app.device.state()["status"] == "idle"
+                assert fw.app.rig is not None and fw.app.rig.plant.all_off()
+        await w.client.publish(f"{BASE}/cmd", b"", qos=1, retain=True)  # clear it
+
+
+async def test_mqtt_oversize_message_never_reaches_the_firmware(broker: Broker, tmp_path: Path) -> None:
+    from device.mqtt import MAX_PACKET_BYTES
+
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/cmd/reply") as w:
+        assert (await w.command({"action": "start", "program": "relax"}))["ok"]
+        ticks = fw.app.controller.stats.ticks
+        mark = len(w.seen)
+        await w.client.publish(f"{BASE}/cmd", b'{"action":"stop","pad":"' + b"x" * 4_000_000 + b'"}', qos=1)
+        reply = await w.command({"action": "stop", "id": "after"}, timeout=20)
+        assert reply == {"id": "after", "ok": True, "error": None}
+        assert fw.bridge.incoming is not None and fw.bridge.incoming.largest <= MAX_PACKET_BYTES
+        assert [s.json()["id"] for s in w.seen[mark:] if s.topic == f"{BASE}/cmd/reply"] == ["after"]
+        assert fw.app.controller.stats.ticks > ticks and fw.app.supervisor.latched is None
+
+
+async def test_mqtt_stop_after_a_flood_of_10000_messages_is_executed_and_answered(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Another client floods ``cmd``; the phone's stop still runs (never rate-limited, never dropped)."""
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/cmd/reply") as phone:
+        assert (await phone.command({"action": "start", "program": "relax"}))["ok"]
+        async with watching(broker.port) as flooder:
+            junk = [b'{"action": "set", "intensity": 3}', b"junk", b'{"action": "start"}', b"[]"]
+            for n in range(10_000):
+                await flooder.client.publish(f"{BASE}/cmd", junk[n % len(junk)], qos=0)
+            mark = len(phone.seen)
+            await phone.client.publish(f"{BASE}/cmd", b'{"action": "stop", "id": "stop-1"}', qos=1)
+            reply = await phone.wait_for(f"{BASE}/cmd/reply", lambda s: s.json()["id"] == "stop-1",
+                                         after=mark, timeout=60)
+        assert reply.json() == {"id": "stop-1", "ok": True, "error": None}
+        assert fw.app.device.state()["status"] in ("finishing", "idle")
+        assert fw.app.supervisor.latched is None
+
+
+async def test_mqtt_pause_and_stop_are_never_rate_limited(broker: Broker, tmp_path: Path) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config, command_rate_per_s=1.0, command_burst=1) as fw, \
+            watching(broker.port, f"{BASE}/cmd/reply") as w:
+        assert (await w.command({"action": "start", "program": "relax"}))["ok"]
+        limited = await w.command({"action": "set", "intensity": 4})
+        assert not limited["ok"] and "rate limited" in limited["error"]
+        assert (await w.command({"action": "pause", "id": "p"}))["ok"]
+        assert fw.app.device.state()["status"] == "paused"
+        assert (await w.command({"action": "stop", "id": "s"}))["ok"]
+        assert fw.app.device.state()["status"] in ("finishing", "idle")
+
+
+async def test_mqtt_home_assistant_online_burst_republishes_discovery_at_most_once_per_gap(
+    broker: Broker, tmp_path: Path
+) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    topic = f"homeassistant/+/{DEVICE_ID}/+/config"
+    async with running_firmware(config, discovery_min_gap_s=2.0) as fw, \
+            watching(broker.port, topic, f"{BASE}/cmd/reply") as w:
+        await w.wait_for(f"homeassistant/binary_sensor/{DEVICE_ID}/fault/config")
+        mark = len(w.seen)
+        for _ in range(300):
+            await w.client.publish("homeassistant/status", b"online")
+        reply = await w.command({"action": "stop", "id": "s"})
+        assert reply["ok"]
+        await asyncio.sleep(3.0)
+        configs = [s for s in w.seen[mark:] if s.topic.startswith("homeassistant/")]
+        assert len(configs) <= 2 * ENTITIES, len(configs)  # 300 "online": at most one round now, one later
+        assert fw.bridge.discovery_rounds <= 3
+
+
+async def test_mqtt_field_name_with_a_newline_cannot_forge_a_log_line(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    config = mqtt_config(tmp_path, broker.port)
+    forged = "x\nCRITICAL device.safety: fault latched: OVER_TEMPERATURE\r\x1b[2K\u2028"
+    async with running_firmware(config), watching(broker.port, f"{BASE}/cmd/reply") as w:
+        reply = await w.command(json.dumps({"action": "stop", forged: 1, "id": "inj"}).encode())
+        value = await w.command(json.dumps({"action": "set", "program": forged}).encode())
+    assert not reply["ok"] and "unknown field" in reply["error"]
+    for error in (reply["error"], value["error"]):
+        assert error.isprintable(), error
+    for record in caplog.records:
+        assert "\n" not in record.getMessage() and "\x1b" not in record.getMessage(), record.getMessage()
+
+
+class _FullDisk:
+    """A file layer whose disk is full: every state write fails with ENOSPC."""
+
+    def __getattr__(self, name: str) -> Any:
+        from device.persist import FileLayer
+
+        return getattr(FileLayer(), name)
+
+    def write_atomic(self, path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+
+async def test_mqtt_set_that_cannot_be_saved_is_refused_changes_nothing_and_state_says_why(
+    broker: Broker, tmp_path: Path
+) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/#") as w:
+        before = fw.app.device.state()
+        fw.app.store.files = _FullDisk()  # type: ignore[assignment]
+        reply = await w.command({"action": "set", "intensity": 5 if before["intensity"] != 5 else 1, "id": "s"})
+        assert reply["ok"] is False and "could not be saved" in reply["error"], reply
+        state = await w.wait_state(lambda s: s["storage_error"] is not None)
+        assert "No space left" in state["storage_error"]
+        assert state["intensity"] == before["intensity"]
+        assert fw.app.device.stored.preferences.intensity == before["intensity"]
+        assert (await w.command({"action": "stop"}))["ok"]  # stopping never depends on storage
