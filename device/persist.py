@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -270,7 +271,7 @@ class StateStore:
     def _keep_aside(self, path: Path) -> Path | None:
         """Rename an unusable copy to ``<name>.damaged-<time>[-n]``; None when it cannot be moved."""
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        for n in range(100):
+        for n in itertools.count():
             target = path.with_name(f"{path.name}.damaged-{stamp}" + (f"-{n}" if n else ""))
             if os.path.lexists(target):
                 continue
@@ -281,7 +282,7 @@ class StateStore:
                 return None
             self.kept_aside.append(target)
             return target
-        return None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -312,6 +313,10 @@ class StateStore:
         """Run ``work`` (a fault log append) on the worker in order, using the reserve on a full disk."""
         return self._worker.submit(self._with_reserve, work, True)
 
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every write submitted so far is done (tests, tools; blocks the caller)."""
+        self._worker.submit(lambda: None).result(timeout)
+
     def close(self) -> None:
         """Finish the writes already submitted, then stop the worker."""
         self._worker.shutdown(wait=True)
@@ -329,6 +334,7 @@ class StateStore:
             self._notify()
             raise
         self.writes += 1
+        self.error = None
         self._ensure_reserve()
         self._notify()
 
@@ -353,8 +359,6 @@ class StateStore:
         """(Re)create the reserve when missing; report when there is no room for it."""
         try:
             if os.path.getsize(self.reserve_path) >= self.reserve_bytes:
-                if self.error is not None and self.error.startswith("no room"):
-                    self.error = None
                 return
         except OSError:
             pass
@@ -366,9 +370,6 @@ class StateStore:
             self.error = (f"no room for the fault-record reserve ({exc.strerror or exc}): "
                           "free space on the state partition")
             log.error("storage: %s", self.error)
-            return
-        if self.error is not None and self.error.startswith("no room"):
-            self.error = None
 
     def _notify(self) -> None:
         if self.on_result is not None:

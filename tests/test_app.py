@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from device.app import App
-from device.commands import Start
+from device.commands import ResetFault, Start
 from device.config import Config, load_config
 from device.panel import panel_task
 from device.persist import STATE_FILE
@@ -301,17 +301,27 @@ def test_app_usage_counters_and_preferences_persist_across_restart(tmp_path: Pat
     assert usage["run_s"].get("foot_rollers", 0.0) > 30.0
 
 
-def test_app_corrupt_state_file_starts_with_defaults_and_logs(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("content", [b"", b'{"preferences": {"intensity": 4, "chi', b"\x00" * 300])
+def test_app_unreadable_state_comes_up_latched_until_reset(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
 ) -> None:
+    """Zero-length, torn or NUL-filled: whether a fault was latched is unknown, so the device is latched."""
+    from device.commands import CommandError
+    from device.persist import STATE_COPY, STORAGE_FAULT
+
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    (state_dir / STATE_FILE).write_bytes(b'{"preferences": {"intensity": 4, "chi')  # torn by a power cut
+    (state_dir / STATE_FILE).write_bytes(content)  # the only copy (as the firmware before two copies left it)
     seen: dict[str, Any] = {}
 
     async def look(app: App) -> None:
+        await app.ready.wait()
         seen["state"] = app.device.state()
-        app.device.execute(Start(action="start"), source="test")  # and it works
+        with pytest.raises(CommandError, match="STORAGE_FAULT is latched"):
+            app.device.execute(Start(action="start"), source="test")
+        seen["outputs_off"] = app.rig is not None and app.rig.plant.all_off()
+        app.device.execute(ResetFault(action="reset_fault"), source="test")  # a reset acknowledges it
+        app.device.execute(Start(action="start"), source="test")  # and then it works
         await app.clock.sleep(5.0)
         seen["status"] = app.device.state()["status"]
         app.request_stop()
@@ -319,11 +329,14 @@ def test_app_corrupt_state_file_starts_with_defaults_and_logs(
     with caplog.at_level(logging.ERROR, logger="device.persist"):
         code, _app, _ = run_app(make_config(state_dir), {"look": look})
     assert code == 0
-    assert any("corrupt" in m for m in caplog.messages)
-    assert seen["state"]["intensity"] == 2 and seen["state"]["child_lock"] is False
-    assert seen["status"] == "running"
-    data = json.loads((state_dir / STATE_FILE).read_text())  # replaced by a whole file
-    assert data["usage"]["sessions"] == 1
+    assert seen["state"]["status"] == "fault" and seen["state"]["fault"]["code"] == STORAGE_FAULT
+    assert seen["outputs_off"] and seen["status"] == "running"
+    assert any("kept aside" in m for m in caplog.messages)
+    kept = [p for p in state_dir.iterdir() if p.name.startswith(f"{STATE_FILE}.damaged-")]
+    assert [p.read_bytes() for p in kept] == [content]
+    for name in (STATE_FILE, STATE_COPY):  # replaced by two whole copies
+        data = json.loads((state_dir / name).read_text())
+        assert data["usage"]["sessions"] == 1 and data["latched_fault"] is None
 
 
 def test_app_latched_fault_survives_a_restart_until_reset(tmp_path: Path) -> None:
