@@ -420,3 +420,29 @@ def test_app_start_up_venting_a_full_zone_does_not_trip_the_deadman(tmp_path: Pa
         return out[0]
 
     assert asyncio.run(main()) is None
+
+
+def test_app_stored_fault_with_an_unknown_code_is_kept_as_it_was(tmp_path: Path) -> None:
+    """A fault code this firmware does not know (newer firmware, a downgrade) stays latched as it was."""
+    from device.commands import CommandError
+    from device.persist import LatchedFault, StateStore, StoredState
+
+    state_dir = tmp_path / "state"
+    stored = StoredState(latched_fault=LatchedFault(code="FUTURE_FAULT", message="from v9", since=1.7e9))
+    assert StateStore(state_dir).save(stored)
+    seen: dict[str, Any] = {}
+
+    async def look(app: App) -> None:
+        await app.ready.wait()
+        seen["fault"] = app.device.state()["fault"]
+        with pytest.raises(CommandError, match="FUTURE_FAULT is latched"):
+            app.device.execute(Start(action="start"), source="test")
+        app.device.execute(ResetFault(action="reset_fault"), source="test")
+        seen["after"] = app.device.state()["fault"]
+        app.request_stop()
+
+    code, _app, _ = run_app(make_config(state_dir), {"look": look})
+    assert code == 0
+    assert seen["fault"]["code"] == "FUTURE_FAULT" and seen["fault"]["since"] == 1.7e9
+    assert "from v9" in seen["fault"]["message"]
+    assert seen["after"] is None
