@@ -414,8 +414,9 @@ async def test_mqtt_oversize_message_never_reaches_the_firmware(broker: Broker, 
         assert fw.app.controller.stats.ticks > ticks and fw.app.supervisor.latched is None
 
 
+@pytest.mark.parametrize("qos", [0, 1])
 async def test_mqtt_stop_after_a_flood_of_10000_messages_is_executed_and_answered(
-    broker: Broker, tmp_path: Path
+    broker: Broker, tmp_path: Path, qos: int
 ) -> None:
     """Another client floods ``cmd``; the phone's stop still runs (never rate-limited, never dropped)."""
     config = mqtt_config(tmp_path, broker.port)
@@ -424,7 +425,7 @@ async def test_mqtt_stop_after_a_flood_of_10000_messages_is_executed_and_answere
         async with watching(broker.port) as flooder:
             junk = [b'{"action": "set", "intensity": 3}', b"junk", b'{"action": "start"}', b"[]"]
             for n in range(10_000):
-                await flooder.client.publish(f"{BASE}/cmd", junk[n % len(junk)], qos=0)
+                await flooder.client.publish(f"{BASE}/cmd", junk[n % len(junk)], qos=qos)
             mark = len(phone.seen)
             await phone.client.publish(f"{BASE}/cmd", b'{"action": "stop", "id": "stop-1"}', qos=1)
             reply = await phone.wait_for(f"{BASE}/cmd/reply", lambda s: s.json()["id"] == "stop-1",
