@@ -446,3 +446,41 @@ def test_app_stored_fault_with_an_unknown_code_is_kept_as_it_was(tmp_path: Path)
     assert seen["fault"]["code"] == "FUTURE_FAULT" and seen["fault"]["since"] == 1.7e9
     assert "from v9" in seen["fault"]["message"]
     assert seen["after"] is None
+
+
+def test_app_fault_latched_on_a_full_disk_is_logged_kept_and_latched_after_a_restart(tmp_path: Path) -> None:
+    """The reserve makes room for the fault record: fault log and state hold it; state shows the disk full."""
+    from tests.test_persist import _fill, _small_filesystem
+
+    with _small_filesystem(tmp_path / "small", 512) as small:
+        config = make_config(small)
+        seen: dict[str, Any] = {}
+
+        async def trip(app: App) -> None:
+            await app.ready.wait()
+            assert app.rig is not None
+            app.store.flush()
+            _fill(small)
+            app.rig.plant.inject("i2c_dead")
+            while app.supervisor.latched is None:
+                await asyncio.sleep(0.05)
+            for _ in range(100):  # the writer thread keeps the record
+                if app.device.state()["storage_error"] is not None:
+                    break
+                await asyncio.sleep(0.05)
+            seen["storage_error"] = app.device.state()["storage_error"]
+            app.request_stop()
+
+        code, app, _ = run_app(config, {"trip": trip})
+        assert code == 0
+        assert seen["storage_error"] is not None and "reserve" in seen["storage_error"]
+        assert [e["code"] for e in app.fault_log.entries()] == ["SENSOR_BUS_FAULT"]
+
+        async def look(app: App) -> None:
+            await app.ready.wait()
+            seen["fault"] = app.device.state()["fault"]
+            app.request_stop()
+
+        code, _app, _ = run_app(config, {"look": look})
+        assert code == 0
+        assert seen["fault"] is not None and seen["fault"]["code"] == "SENSOR_BUS_FAULT"
