@@ -279,6 +279,8 @@ class App:
         if self._signals >= 2:
             log.warning("second signal: outputs off, exiting now")
             self.hardware.safe_off()
+            with contextlib.suppress(Exception):  # a fault record still with the writer reaches the card
+                self.store.flush(timeout=1.0)
             os._exit(1)
         log.info("stopping")
         self._stop_task = asyncio.get_running_loop().create_task(self._graceful_stop(), name="graceful-stop")

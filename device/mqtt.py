@@ -97,6 +97,10 @@ class TriageQueue(asyncio.Queue[Message]):
     def _qsize(self) -> int:
         return len(self._urgent) + len(self._other)
 
+    def qsize(self) -> int:
+        """Messages waiting in both parts."""
+        return self._qsize()
+
     def empty(self) -> bool:
         """Whether no message waits in either part."""
         return not self._urgent and not self._other
