@@ -33,9 +33,10 @@ Listener = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class _Saving:
-    """A ``set`` whose settings are being written: the write, and what to restore if it fails."""
+class PendingSet:
+    """A ``set`` whose settings are being written: the command, the write, what to restore if it fails."""
 
+    command: Any
     saving: Future[None]
     undo: dict[str, Any]  # the changed settings' old values
     preferences: Preferences
@@ -107,7 +108,7 @@ class Device:
         self._storage_error = self.store.error
         loop = self._loop
         if loop is not None and threading.get_ident() != self._loop_thread and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # no loop runs (tests, start-up)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._changed, "storage")
         else:
             self._changed("storage")
@@ -147,30 +148,24 @@ class Device:
 
     def handle_payload(self, payload: bytes, *, source: str = "mqtt") -> Reply:
         """Decode, validate and run one command message; every outcome is a Reply (``set``: once saved)."""
-        begun = self._begin(payload, source)
+        begun = self.begin_payload(payload, source=source)
         if isinstance(begun, Reply):
             return begun
-        command, saving = begun
-        try:
-            saving.saving.result()
-        except OSError as exc:
-            return self._not_saved(command, saving, exc)
-        return Reply(command.id, True, None)
+        with contextlib.suppress(OSError):
+            begun.saving.result()
+        return self.finish_set(begun)
 
     async def handle_payload_async(self, payload: bytes, *, source: str = "mqtt") -> Reply:
         """``handle_payload`` for the event loop: a ``set`` is answered once its write is done."""
-        begun = self._begin(payload, source)
+        begun = self.begin_payload(payload, source=source)
         if isinstance(begun, Reply):
             return begun
-        command, saving = begun
-        try:
-            await asyncio.wrap_future(saving.saving)
-        except OSError as exc:
-            return self._not_saved(command, saving, exc)
-        return Reply(command.id, True, None)
+        with contextlib.suppress(OSError):
+            await asyncio.wrap_future(begun.saving)
+        return self.finish_set(begun)
 
-    def _begin(self, payload: bytes, source: str) -> Reply | tuple[Any, _Saving]:
-        """Run a payload: its Reply when that is final, else the ``set`` still being saved."""
+    def begin_payload(self, payload: bytes, *, source: str) -> Reply | PendingSet:
+        """Run a payload: its Reply when that is final, else the ``set`` still being saved (``finish_set``)."""
         data: Any = None
         try:
             data = cmds.decode_payload(payload)
@@ -186,9 +181,18 @@ class Device:
             log.info("command from %s refused: %s", source, exc)
             return Reply(cmds.request_id(data), False, str(exc))
         assert saving is not None
-        return command, _Saving(saving, undo, preferences)
+        return PendingSet(command, saving, undo, preferences)
 
-    def _not_saved(self, command: Any, saving: _Saving, exc: OSError) -> Reply:
+    def finish_set(self, pending: PendingSet) -> Reply:
+        """The reply to a ``set`` once its write is done: ``ok`` only when saved, else undone and refused."""
+        exc = pending.saving.exception()
+        if exc is None:
+            return Reply(pending.command.id, True, None)
+        if not isinstance(exc, OSError):
+            raise exc
+        return self._not_saved(pending.command, pending, exc)
+
+    def _not_saved(self, command: Any, saving: PendingSet, exc: OSError) -> Reply:
         """A ``set`` that could not be kept is undone and refused (never ``ok`` for what was not saved)."""
         if "skip_zones" in saving.undo:
             saving.undo["skip_zones"] = frozenset(saving.undo["skip_zones"])
@@ -200,7 +204,7 @@ class Device:
         self._act_now()
         self._changed("set")
         error = f"storage: the settings could not be saved ({exc.strerror or exc}); nothing changed"
-        log.error("set from mqtt refused: %s", error)
+        log.error("set refused: %s", error)
         return Reply(command.id, False, error)
 
     def execute(self, command: Any, *, source: str) -> Future[None] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -26,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device import commands as cmds
+from device.api import PendingSet
 from device.commands import MAX_PAYLOAD_BYTES, CommandError, Reply, printable
 from device.discovery import DeviceTopics, discovery_messages
 
@@ -90,6 +92,7 @@ class TriageQueue(asyncio.Queue[Message]):
         self._other: collections.deque[Message] = collections.deque()
         self._queue = self._other  # asyncio.Queue's repr reads it
         self._incoming_urgent: str | None = None
+        self.urgent_ready = asyncio.Event()  # a stop / pause waits (for a receiver busy with a slow save)
         self.dropped = 0  # other messages dropped because their part was full
         self.largest = 0  # the largest payload that reached this queue, in bytes
         self._drop_logged_at = -1e9
@@ -106,10 +109,21 @@ class TriageQueue(asyncio.Queue[Message]):
         return not self._urgent and not self._other
 
     def _put(self, item: Message) -> None:
-        (self._urgent if self._incoming_urgent else self._other).append(item)
+        if self._incoming_urgent:
+            self._urgent.append(item)
+            self.urgent_ready.set()
+        else:
+            self._other.append(item)
 
     def _get(self) -> Message:
-        return self._urgent.popleft() if self._urgent else self._other.popleft()
+        return self.pop_urgent() or self._other.popleft()
+
+    def pop_urgent(self) -> Message | None:
+        """The oldest waiting stop / pause, taken out of the queue, or None."""
+        item = self._urgent.popleft() if self._urgent else None
+        if not self._urgent:
+            self.urgent_ready.clear()
+        return item
 
     def full(self) -> bool:
         """Whether the part the message being put belongs to is full."""
@@ -543,8 +557,35 @@ class MqttBridge:
             log.info("command refused: %s", refused)
             reply = Reply(_peek_id(payload), False, refused)
         else:
-            reply = await self.device.handle_payload_async(payload, source="mqtt")
+            begun = self.device.begin_payload(payload, source="mqtt")
+            if isinstance(begun, PendingSet):  # a set is answered once saved; stop / pause go on meanwhile
+                await self._serve_urgent_until(client, begun.saving)
+                reply = self.device.finish_set(begun)
+            else:
+                reply = begun
         await self._reply(client, self.topics.cmd_reply, reply.as_dict(), message.properties)
+
+    async def _serve_urgent_until(
+        self, client: aiomqtt.Client, saving: concurrent.futures.Future[None]
+    ) -> None:
+        """Wait for a write (a slow SD card) while running every stop / pause that arrives meanwhile."""
+        written: asyncio.Future[Any] = asyncio.wrap_future(saving)
+        try:
+            while not written.done():
+                queue = self.incoming
+                if queue is None:
+                    await asyncio.wait({written})
+                    break
+                urgent: asyncio.Future[Any] = asyncio.ensure_future(queue.urgent_ready.wait())
+                try:
+                    await asyncio.wait({written, urgent}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    urgent.cancel()
+                while (message := queue.pop_urgent()) is not None:
+                    await self._command(client, message)
+        finally:
+            if written.done() and not written.cancelled():
+                written.exception()  # retrieved here; the device reads it from the write itself
 
     async def _sim_fault(self, client: aiomqtt.Client, message: Message) -> None:
         """Inject a plant fault from ``sim/fault`` and answer on ``sim/fault/reply``."""

@@ -16,7 +16,15 @@ from paho.mqtt.properties import Properties
 from device.commands import MAX_PAYLOAD_BYTES
 from device.mqtt import MqttBridge
 from tests.conftest import Broker
-from tests.mqtt_support import BASE, DEVICE_ID, SCALE, mqtt_config, running_firmware, watching
+from tests.mqtt_support import (
+    BASE,
+    DEVICE_ID,
+    SCALE,
+    mqtt_config,
+    publish_elsewhere,
+    running_firmware,
+    watching,
+)
 
 STATE_FIELDS = {"status", "program", "intensity", "heat", "timer_min", "remaining_s", "temperature_c",
                 "pressure_mmhg", "outputs", "fault", "child_lock"}
@@ -406,7 +414,8 @@ async def test_mqtt_oversize_message_never_reaches_the_firmware(broker: Broker, 
         assert (await w.command({"action": "start", "program": "relax"}))["ok"]
         ticks = fw.app.controller.stats.ticks
         mark = len(w.seen)
-        await w.client.publish(f"{BASE}/cmd", b'{"action":"stop","pad":"' + b"x" * 4_000_000 + b'"}', qos=1)
+        huge = b'{"action":"stop","pad":"' + b"x" * 4_000_000 + b'"}'
+        await publish_elsewhere(broker.port, f"{BASE}/cmd", [huge], qos=1, one_message=True)
         reply = await w.command({"action": "stop", "id": "after"}, timeout=20)
         assert reply == {"id": "after", "ok": True, "error": None}
         assert fw.bridge.incoming is not None and fw.bridge.incoming.largest <= MAX_PACKET_BYTES
@@ -422,14 +431,12 @@ async def test_mqtt_stop_after_a_flood_of_10000_messages_is_executed_and_answere
     config = mqtt_config(tmp_path, broker.port)
     async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/cmd/reply") as phone:
         assert (await phone.command({"action": "start", "program": "relax"}))["ok"]
-        async with watching(broker.port) as flooder:
-            junk = [b'{"action": "set", "intensity": 3}', b"junk", b'{"action": "start"}', b"[]"]
-            for n in range(10_000):
-                await flooder.client.publish(f"{BASE}/cmd", junk[n % len(junk)], qos=qos)
-            mark = len(phone.seen)
-            await phone.client.publish(f"{BASE}/cmd", b'{"action": "stop", "id": "stop-1"}', qos=1)
-            reply = await phone.wait_for(f"{BASE}/cmd/reply", lambda s: s.json()["id"] == "stop-1",
-                                         after=mark, timeout=60)
+        junk = [b'{"action": "set", "intensity": 3}', b"junk", b'{"action": "start"}', b"[]"] * 2500
+        await publish_elsewhere(broker.port, f"{BASE}/cmd", junk, qos=qos)  # 10,000 from another client
+        mark = len(phone.seen)
+        await phone.client.publish(f"{BASE}/cmd", b'{"action": "stop", "id": "stop-1"}', qos=1)
+        reply = await phone.wait_for(f"{BASE}/cmd/reply", lambda s: s.json()["id"] == "stop-1",
+                                     after=mark, timeout=60)
         assert reply.json() == {"id": "stop-1", "ok": True, "error": None}
         assert fw.app.device.state()["status"] in ("finishing", "idle")
         assert fw.app.supervisor.latched is None
@@ -509,3 +516,41 @@ async def test_mqtt_set_that_cannot_be_saved_is_refused_changes_nothing_and_stat
         assert state["intensity"] == before["intensity"]
         assert fw.app.device.stored.preferences.intensity == before["intensity"]
         assert (await w.command({"action": "stop"}))["ok"]  # stopping never depends on storage
+
+
+class _SlowCard:
+    """A file layer that holds every state write until the test lets it go (a slow or stuck SD card)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        from device.persist import FileLayer
+
+        return getattr(FileLayer(), name)
+
+    def write_atomic(self, path: Path, data: bytes) -> None:
+        from device.persist import atomic_write
+
+        assert self.release.wait(30)
+        atomic_write(path, data)
+
+
+async def test_mqtt_stop_runs_while_a_set_waits_for_a_slow_sd_card(broker: Broker, tmp_path: Path) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/cmd/reply") as w:
+        assert (await w.command({"action": "start", "program": "relax"}))["ok"]
+        card = _SlowCard()
+        fw.app.store.files = card  # type: ignore[assignment]
+        mark = len(w.seen)
+        await w.client.publish(f"{BASE}/cmd", b'{"action": "set", "intensity": 4, "id": "set"}', qos=1)
+        await asyncio.sleep(0.3)
+        stop = await w.command({"action": "stop", "id": "stop"})  # while the set's write hangs
+        assert stop == {"id": "stop", "ok": True, "error": None}
+        assert fw.app.device.state()["status"] in ("finishing", "idle")
+        assert not any(s.json()["id"] == "set" for s in w.seen[mark:])  # not answered before it is kept
+        card.release.set()
+        done = await w.wait_for(f"{BASE}/cmd/reply", lambda s: s.json()["id"] == "set", after=mark)
+        assert done.json() == {"id": "set", "ok": True, "error": None}
