@@ -225,8 +225,7 @@ def _broker_trouble(raised: BaseException) -> MqttError:
 
 
 def response_topic_allowed(topic: str, reply_topic: str) -> bool:
-    """An MQTT 5 response topic is used only under ``reply_topic`` (``<p>/<id>/cmd/reply/<anything>``, what
-    the shipped ACL lets the firmware publish) and without wildcards."""
+    """Whether an MQTT 5 response topic lies under ``reply_topic`` (what the ACL grants), without wildcards."""
     if any(c in topic for c in "+#\0") or len(topic.encode()) > 1024:
         return False
     return topic.startswith(reply_topic + "/") and len(topic) > len(reply_topic) + 1
@@ -497,10 +496,7 @@ class MqttBridge:
         log.debug("MQTT: %d discovery configs published", len(messages))
 
     async def _discovery_loop(self, client: aiomqtt.Client) -> None:
-        """Re-publish discovery when Home Assistant says ``online``, at most once per ``discovery_min_gap_s``.
-
-        Its own task, so a burst of ``online`` messages never delays a command behind discovery publishes.
-        """
+        """Re-publish discovery on Home Assistant's ``online``, at most once per gap, apart from commands."""
         while not self._stopping:
             await self._discovery_wanted.wait()
             gap = self._last_discovery_at + self.discovery_min_gap_s - time.monotonic()
@@ -538,8 +534,7 @@ class MqttBridge:
             await asyncio.sleep(0)
 
     def _admit(self, message: Message, *, urgent: bool = False) -> str | None:
-        """Why a message may not run (retained, rate limit, MQTT 5 expiry), else None; stop / pause pass
-        the rate limit always."""
+        """Why a message may not run (retained, rate limit but for stop / pause, MQTT 5 expiry), else None."""
         if message.retain:
             return RETAINED_REFUSAL
         if not urgent and not self.bucket.take():
@@ -608,8 +603,7 @@ class MqttBridge:
     async def _reply(
         self, client: aiomqtt.Client, topic: str, answer: dict[str, Any], request: Properties | None
     ) -> None:
-        """Publish ``answer`` once on ``topic``, and on an MQTT 5 response topic under it (with its correlation
-        data); a response topic equal to ``topic`` gets the one reply, with the correlation data."""
+        """Publish ``answer`` once on ``topic`` and on an allowed MQTT 5 response topic (with correlation)."""
         payload = _encode(answer)
         response_topic = getattr(request, "ResponseTopic", None) if request is not None else None
         properties = None
