@@ -433,13 +433,20 @@ async def test_mqtt_stop_after_a_flood_of_10000_messages_is_executed_and_answere
         assert (await phone.command({"action": "start", "program": "relax"}))["ok"]
         junk = [b'{"action": "set", "intensity": 3}', b"junk", b'{"action": "start"}', b"[]"] * 2500
         await publish_elsewhere(broker.port, f"{BASE}/cmd", junk, qos=qos)  # 10,000 from another client
+        stops: list[str] = []  # the session's status right after each stop ran
+        session = fw.app.session
+        fw.app.device.subscribe(lambda reason: stops.append(str(session.status)) if reason == "stop" else None)
         mark = len(phone.seen)
         await phone.client.publish(f"{BASE}/cmd", b'{"action": "stop", "id": "stop-1"}', qos=1)
         reply = await phone.wait_for(f"{BASE}/cmd/reply", lambda s: s.json()["id"] == "stop-1",
                                      after=mark, timeout=60)
         assert reply.json() == {"id": "stop-1", "ok": True, "error": None}
-        assert fw.app.device.state()["status"] in ("finishing", "idle")
-        assert fw.app.supervisor.latched is None
+        # Stopped (the flood's own queued "start"s may begin a new session afterwards: the flooder may
+        # send start). On a machine starved of CPU the deadman may have latched CONTROL_LOOP_STALL before
+        # the stop arrived: then the session was already off, and no other fault is acceptable.
+        latched = fw.app.supervisor.latched
+        assert stops[:1] in (["finishing"], ["idle"]) or (
+            latched is not None and latched.code == "CONTROL_LOOP_STALL"), (stops, latched)
 
 
 async def test_mqtt_pause_and_stop_are_never_rate_limited(broker: Broker, tmp_path: Path) -> None:
