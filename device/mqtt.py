@@ -274,6 +274,7 @@ class MqttBridge:
         self._last_state_at = -1e9
         self._discovery_wanted = asyncio.Event()
         self._last_discovery_at = -1e9
+        self._limit_logged_at = -1e9  # a flood logs its first rate-limited command at INFO, the rest at DEBUG
         self._auth_error_logged = False
         self._stopping = False  # the app is stopping: every loop of this bridge ends
         self._closing = False  # the goodbye (offline, disconnect) has begun
@@ -549,7 +550,11 @@ class MqttBridge:
         urgent = urgent_action(str(message.topic), payload, message.retain, self.topics.cmd) is not None
         refused = self._admit(message, urgent=urgent)
         if refused is not None:
-            log.info("command refused: %s", refused)
+            now = time.monotonic()
+            quiet = refused.startswith("rate limited") and now - self._limit_logged_at < DROP_LOG_EVERY_S
+            if not quiet and refused.startswith("rate limited"):
+                self._limit_logged_at = now
+            log.log(logging.DEBUG if quiet else logging.INFO, "command refused: %s", refused)
             reply = Reply(_peek_id(payload), False, refused)
         else:
             begun = self.device.begin_payload(payload, source="mqtt")
