@@ -538,7 +538,7 @@ def test_safety_fault_as_dict_is_the_public_form() -> None:
 
 def test_safety_fault_codes_are_their_names() -> None:
     assert all(code.value == code.name for code in FaultCode)
-    assert len(FaultCode) == 17
+    assert len(FaultCode) == 18
 
 
 def test_safety_needs_thermistor_names(config: Config) -> None:
