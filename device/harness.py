@@ -98,7 +98,7 @@ class SimUnit:
         for observe in self.observers:
             observe()
         self.clock.advance(SAMPLE_PERIOD_S)
-        self.plant.catch_up()  # the plant's truth is at the unit's now
+        self.plant.catch_up()  # the physics runs whether or not the firmware can read it (a dead bus)
 
     def stall(self, seconds: float) -> None:
         """The loop runs no pass for ``seconds`` (blocked); the plant goes on under the last outputs."""
