@@ -189,7 +189,12 @@ function onReply(id, reply) {
   page.pending.delete(id);
   clearTimeout(entry.timer);
   if (reply.ok) show(entry.el, "done", `${entry.label}: done.`);
-  else show(entry.el, "refused", `${entry.label} refused: ${reply.error}`);
+  else show(entry.el, "refused", `${entry.label} refused: ${reason(reply.error)}`);
+}
+
+function reason(error) {
+  // "action: reset refused: X" reads "Reset refused: X" after the page's own "<Action> refused: ".
+  return String(error || "no reason given").replace(/^action: /, "").replace(/^[a-z_]+ refused: /, "");
 }
 
 function show(el, kind, text) {
