@@ -51,7 +51,8 @@ def builtin_data() -> dict[str, Any]:
     library, _problems = load_library(None)
     programs = []
     for name in library.names():
-        full = describe(library.get(name), source="built-in", timer_default_min=config.session.timer_default_min)
+        default_min = config.session.timer_default_min
+        full = describe(library.get(name), source="built-in", timer_default_min=default_min)
         programs.append({k: full[k] for k in ("name", "description", "suits", "fills_timer", "duration_min")})
     return {
         "generated_by": "python -m device.remote --write-builtin (checked by tests/test_remote_files.py)",
@@ -180,7 +181,8 @@ class RemoteHost:
                                                    websocket_port=self.ws_port, phone_user=self.phone_user))
         (w / "massager.passwd").write_text("".join(
             f"{user}:{mosquitto_hash(password)}\n"
-            for user, password in ((self.device_id, self.device_password), (self.phone_user, self.phone_password),
+            for user, password in ((self.device_id, self.device_password),
+                                   (self.phone_user, self.phone_password),
                                    ("developer", self.developer_password))))
         acl = ACL_TEMPLATE.read_text()
         for mark, value in (("@PREFIX@", self.topic_prefix), ("@DISCOVERY@", "homeassistant"),
@@ -200,7 +202,8 @@ class RemoteHost:
         head = "user root\n" if os.geteuid() == 0 else ""  # as root it drops to 'mosquitto', who cannot read w
         (w / "mosquitto.conf").write_text(head + "persistence false\n" + conf + "\n" + ws)
         (w / "lighttpd.conf").write_text(render_lighttpd(
-            port=self.http_port, bind=self.bind, root=root, cache=w / "cache", device_json_path=w / "device.json",
+            port=self.http_port, bind=self.bind, root=root, cache=w / "cache",
+            device_json_path=w / "device.json",
             errorlog=w / "lighttpd.log", pidfile=w / "lighttpd.pid"))
 
     def start_broker(self) -> None:
@@ -251,12 +254,14 @@ class RemoteHost:
 
 def sim_web_main(argv: list[str]) -> int:
     """``scripts/sim --web``: a private broker and web server, the simulated device, and the page's URL."""
-    parser = argparse.ArgumentParser(prog="sim --web", description="The simulated device with its phone remote.")
+    parser = argparse.ArgumentParser(prog="sim --web",
+                                     description="The simulated device with its phone remote.")
     parser.add_argument("--lan", action="store_true",
                         help="listen on every interface (a phone on the same network can open the page)")
     parser.add_argument("--http-port", type=int, default=None, help="the page's port (default: a free one)")
     args, rest = parser.parse_known_args(argv)
-    missing = [tool for tool in ("mosquitto", "lighttpd") if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists())]
+    missing = [tool for tool in ("mosquitto", "lighttpd")
+               if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists())]
     if missing:
         print(f"sim --web: not installed: {', '.join(missing)} (run scripts/bootstrap)", file=sys.stderr)
         return 1

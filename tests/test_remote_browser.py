@@ -11,6 +11,7 @@ MASSAGER_UPDATE_SCREENSHOTS=1 they replace docs/remote/*.png, which docs/remote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -23,18 +24,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
 
+from device.notice import SAFETY_NOTICE
 from device.remote import RemoteHost
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: run scripts/bootstrap")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
-
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -55,7 +55,8 @@ def browser() -> Iterator[Any]:
     """Headless Chromium with a 360 px wide phone viewport."""
     missing = _missing_tools()
     if missing:
-        message = f"not installed: {', '.join(missing)} (scripts/bootstrap installs chromium, chromium-driver, lighttpd)"
+        message = (f"not installed: {', '.join(missing)} "
+                   "(scripts/bootstrap installs chromium, chromium-driver and lighttpd)")
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -126,7 +127,8 @@ class Plant:
             if value:
                 return value
             time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; plant: {self.get('sim/plant')}")
+        plant = self.get("sim/plant")
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; plant: {plant}")
 
     def outputs(self) -> dict[str, Any]:
         """The plant's outputs as read from the pins (``sim/plant``)."""
@@ -161,7 +163,8 @@ class Device:
     def start_firmware(self) -> None:
         config = self.host.firmware_config(self.tmp / "state")
         self.firmware = subprocess.Popen(
-            [sys.executable, "-m", "device", "run", "--sim", "--config", str(config), "--time-scale", str(SCALE)],
+            [sys.executable, "-m", "device", "run", "--sim", "--config", str(config),
+             "--time-scale", str(SCALE)],
             stdout=(self.tmp / "firmware.log").open("ab"), stderr=subprocess.STDOUT, cwd=REPO,
         )
         assert self.plant is not None
@@ -197,10 +200,8 @@ def device(tmp_path: Path, browser: Any) -> Iterator[Device]:
     try:
         yield dev
     finally:
-        try:
+        with contextlib.suppress(WebDriverException):
             browser.get("about:blank")
-        except WebDriverException:
-            pass
         dev.stop()
 
 
@@ -236,7 +237,8 @@ def click(browser: Any, element_id: str) -> None:
 
 def open_page(browser: Any, device: Device) -> None:
     browser.get(device.host.url)
-    wait_page(browser, "the page's script to run", lambda b: b.execute_script("return document.body.dataset.ready"))
+    wait_page(browser, "the page's script to run",
+              lambda b: b.execute_script("return document.body.dataset.ready"))
 
 
 def sign_in(browser: Any, device: Device, password: str | None = None, *, notice: bool = True) -> None:
@@ -283,7 +285,9 @@ def remaining_s(browser: Any) -> int | None:
 # -- the tests ----------------------------------------------------------------------------------------
 
 
-def test_remote_signs_in_with_provisioned_credentials_and_refuses_wrong_ones(browser: Any, device: Device) -> None:
+def test_remote_signs_in_with_provisioned_credentials_and_refuses_wrong_ones(
+    browser: Any, device: Device
+) -> None:
     open_page(browser, device)
     assert browser.title == "Massager remote"
     assert browser.find_element(By.ID, "login-user").get_attribute("value") == device.host.phone_user
@@ -296,9 +300,8 @@ def test_remote_signs_in_with_provisioned_credentials_and_refuses_wrong_ones(bro
 
     sign_in(browser, device, notice=False)
     # First use: the safety notice, word for word the device's own.
-    wait_page(browser, "the safety notice", lambda b: b.execute_script("return document.getElementById('notice').open"))
-    from device.notice import SAFETY_NOTICE
-
+    wait_page(browser, "the safety notice",
+              lambda b: b.execute_script("return document.getElementById('notice').open"))
     assert text(browser, "notice-text") == SAFETY_NOTICE
     screenshot(browser, device.tmp, "safety-notice")
     click(browser, "notice-ok")
@@ -324,7 +327,7 @@ def test_remote_fits_a_360_px_phone_without_horizontal_scroll(browser: Any, devi
         box = browser.execute_script(
             "const r = document.getElementById('stop').getBoundingClientRect();"
             "return [r.top, r.bottom, r.height, r.width, window.innerHeight]")
-        assert 0 <= box[0] and box[1] <= box[4], f"STOP off screen: {box}"
+        assert box[0] >= 0 and box[1] <= box[4], f"STOP off screen: {box}"
         assert box[2] >= 48 and box[3] >= 200, f"STOP too small: {box}"
     # Every control has a name a screen reader reads.
     unnamed = browser.execute_script("""
@@ -335,7 +338,9 @@ def test_remote_fits_a_360_px_phone_without_horizontal_scroll(browser: Any, devi
     screenshot(browser, device.tmp, "idle")
 
 
-def test_remote_start_changes_the_plant_and_the_page_follows_it_until_stop(browser: Any, device: Device) -> None:
+def test_remote_start_changes_the_plant_and_the_page_follows_it_until_stop(
+    browser: Any, device: Device
+) -> None:
     plant = device.plant
     assert plant is not None
     open_page(browser, device)
@@ -344,7 +349,8 @@ def test_remote_start_changes_the_plant_and_the_page_follows_it_until_stop(brows
     card = browser.find_element(By.CSS_SELECTOR, '.program input[value="circulation"]')
     browser.execute_script("arguments[0].closest('label').scrollIntoView({block: 'center'})", card)
     card.find_element(By.XPATH, "..").click()
-    plant.wait("the program chosen on the device", lambda: (plant.get("state") or {}).get("program") == "circulation")
+    plant.wait("the program chosen on the device",
+               lambda: (plant.get("state") or {}).get("program") == "circulation")
     click(browser, "start")
     wait_page(browser, "the start confirmed", lambda b: text(b, "result") == "Start: done.")
     # The plant's own outputs move (the pins, not the firmware's report).
@@ -358,7 +364,8 @@ def test_remote_start_changes_the_plant_and_the_page_follows_it_until_stop(brows
         float(v or 0) > 10 for v in b.execute_script(
             "return [...document.querySelectorAll('.bar')].map(e => e.dataset.mmhg)")))
     bar_width = browser.execute_script(
-        "return Math.max(...[...document.querySelectorAll('.bar-fill')].map(e => parseFloat(e.style.width) || 0))")
+        "return Math.max(...[...document.querySelectorAll('.bar-fill')]"
+        ".map(e => parseFloat(e.style.width) || 0))")
     assert bar_width > 5
     # Remaining time counts down with the device's clock.
     first = wait_page(browser, "a remaining time", remaining_s)
