@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import tomllib
@@ -89,8 +90,13 @@ def test_provision_writes_the_bundle_and_prints_the_sheet(image: Path, tmp_path:
         "/etc/massager/mqtt.secret": ("0640", "massager"),
         "/etc/mosquitto/massager.acl": ("0640", "mosquitto"),
         "/etc/mosquitto/massager.passwd": ("0640", "mosquitto"),
+        "/etc/massager/remote.json": ("0644", "root"),
     }
     assert bundle_file(image, "/etc/hostname") == f"{device_id}\n"
+    remote = json.loads(bundle_file(image, "/etc/massager/remote.json"))
+    assert remote == {"topic_prefix": "massager", "device_id": device_id, "websocket_port": 9001,
+                      "websocket_path": "/", "phone_user": phone_user}
+    assert sheet["remote"] == {"url": f"http://{device_id}.local/", "websocket_port": 9001}
 
     config = tomllib.loads(bundle_file(image, "/etc/massager/massager.toml"))
     assert config["device_id"] == device_id
@@ -350,3 +356,12 @@ def test_provisioned_config_from_the_shipped_example_passes_the_firmwares_valida
     assert config.mqtt.username == sheet["device_id"]
     assert config.mqtt.password_file == Path("/etc/massager/mqtt.secret")
     assert config.mqtt.password is None
+
+
+def test_provision_text_sheet_has_the_remote_address_and_its_qr_code(image: Path) -> None:
+    proc = run_script("provision", image)
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[1]
+    assert first.startswith("  Phone remote    http://massager-") and ".local/ " in first
+    if shutil.which("qrencode"):
+        assert "█" in proc.stdout or "▀" in proc.stdout  # the QR code, drawn with block characters
