@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -252,6 +254,10 @@ class RemoteHost:
         return path
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def sim_web_main(argv: list[str]) -> int:
     """``scripts/sim --web``: a private broker and web server, the simulated device, and the page's URL."""
     parser = argparse.ArgumentParser(prog="sim --web",
@@ -265,13 +271,14 @@ def sim_web_main(argv: list[str]) -> int:
     if missing:
         print(f"sim --web: not installed: {', '.join(missing)} (run scripts/bootstrap)", file=sys.stderr)
         return 1
+    signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="massager-remote-") as tmp:
         work = Path(tmp)
         host = RemoteHost(work, bind="0.0.0.0" if args.lan else "127.0.0.1")
         if args.http_port:
             host.http_port = args.http_port
-        host.start()
         try:
+            host.start()
             config = host.firmware_config(work / "state")
             print(
                 f"\nPhone remote:  {host.url}\n"
@@ -281,9 +288,16 @@ def sim_web_main(argv: list[str]) -> int:
                 flush=True,
             )
             cmd = [sys.executable, "-m", "device", "run", "--sim", "--config", str(config), *rest]
-            return subprocess.call(cmd)
-        except KeyboardInterrupt:
-            return 0
+            firmware = subprocess.Popen(cmd)
+            try:
+                return firmware.wait()
+            except KeyboardInterrupt:
+                # Ctrl-C reaches the whole process group: give the firmware its own graceful stop first.
+                with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
+                    firmware.wait(3)
+                return 0
+            finally:
+                _stop(firmware)  # the firmware publishes "offline" and vents before the broker goes
         finally:
             host.stop()
 
