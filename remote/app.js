@@ -146,6 +146,7 @@ function onMessage(topic, payload, packet) {
     return;
   }
   if (topic === `${page.base}/state`) {
+    if (page.firstStateAt === undefined) page.firstStateAt = performance.now(); // ms after navigation
     page.state = data;
     render(data);
   } else if (topic.startsWith(`${page.base}/cmd/reply`)) {
@@ -176,6 +177,7 @@ function send(action, fields, resultEl) {
   }, REPLY_TIMEOUT_MS);
   page.pending.set(id, { label, el: resultEl, timer });
   show(resultEl, "pending", `${label}: sending…`);
+  page.lastSent = { action, id, at: performance.timeOrigin + performance.now() }; // for massager's web bench
   client.publish(`${page.base}/cmd`, JSON.stringify({ action, ...fields, id }), {
     qos: 1,
     properties: { responseTopic: replyTopic(), correlationData: new TextEncoder().encode(id) },

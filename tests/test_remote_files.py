@@ -209,3 +209,18 @@ def test_sim_web_prints_the_page_address_and_stops_cleanly(tmp_path: Path) -> No
     assert proc.returncode == 0
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)  # the web server went with it
+
+
+@needs_lighttpd
+def test_bench_web_reports_tap_latency_page_weight_and_time_to_live_state() -> None:
+    if not (shutil.which("chromium") and shutil.which("chromedriver")) and not os.environ.get("CI"):
+        pytest.skip("chromium and chromium-driver are not installed: scripts/bootstrap")
+    from device.bench_web import render, run_web_bench
+
+    results = run_web_bench(trials=3)
+    assert results["tap"]["n"] == 3 and results["command_plain"]["n"] == 3
+    assert results["broker_plain"]["n"] == 3 and results["broker_ws"]["n"] == 3
+    assert 0 < results["tap"]["p50"] < 2000  # ms; the figures themselves are for docs/performance.md
+    assert results["targets"]["page.transferred_bytes"]["met"], results["page"]
+    assert results["page_slow_network"]["first_state_ms"] > 0
+    assert "tap" in render(results)
