@@ -106,10 +106,10 @@ def broker_latency(port: int, trials: int, *, user: str, password: str, websocke
 
     received = threading.Event()
     clients = []
-    for name in ("sub", "pub"):
+    for name, login in (("sub", user), ("pub", f"{user}-2")):  # one user a connection
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-web-{name}",
                              transport="websockets" if websockets else "tcp")
-        client.username_pw_set(user, password)
+        client.username_pw_set(login, password)
         client.connect("127.0.0.1", port)
         client.loop_start()
         clients.append(client)
@@ -152,8 +152,9 @@ async def _firmware_trials(host: RemoteHost, driver: Any, trials: int, workdir: 
     async def runner(app: Any) -> None:
         await app.ready.wait()
         probe = AppProbe(app)
+        # Not the phone user: the page holds that one (a broker may tie client ids to user names).
         phone = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-web-plain")
-        phone.username_pw_set(host.phone_user, host.phone_password)
+        phone.username_pw_set("developer-2", host.developer_password)
         phone.connect("127.0.0.1", host.mqtt_port)
         phone.loop_start()
         try:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -97,6 +98,26 @@ def render_lighttpd(*, port: int, bind: str, root: Path, cache: Path, device_jso
     return text
 
 
+# mosquitto.conf(5) options that belong to the listener block above them.
+_LISTENER_OPTIONS = frozenset({
+    "listener", "protocol", "http_dir", "socket_domain", "bind_interface", "certfile", "keyfile", "cafile",
+    "capath", "crlfile", "ciphers", "ciphers_tls1.3", "tls_version", "require_certificate", "dhparamfile",
+    "use_identity_as_username", "use_subject_as_username", "psk_hint", "mount_point", "max_connections",
+    "tls_engine", "tls_keyform", "tls_engine_kpass_sha1", "websockets_log_level", "websockets_headers_size",
+})
+
+
+def global_settings(conf: str) -> str:
+    """A mosquitto config without its listener blocks (the host opens its own listeners on free ports)."""
+    kept = []
+    for line in conf.splitlines():
+        words = line.split()
+        if words and not line.lstrip().startswith("#") and words[0] in _LISTENER_OPTIONS:
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
 def mosquitto_hash(password: str) -> str:
     """A mosquitto password file hash ($7$: PBKDF2-SHA512), as scripts/provision writes it."""
     salt = secrets.token_bytes(12)
@@ -139,7 +160,8 @@ class RemoteHost:
     """mosquitto (plain + WebSockets listeners, users and ACL like a provisioned device) and lighttpd.
 
     Users: the device (``device_id``), the phone (``<device_id>-phone``) and, for the simulator and the
-    tests only, ``developer``, who may read and write everything below the device's topics (``sim/...``).
+    tests only, ``developer`` and ``developer-2`` (one user a connection, should the broker tie client ids
+    to user names), who may read and write everything below the device's topics (``sim/...``).
     """
 
     workdir: Path
@@ -185,7 +207,8 @@ class RemoteHost:
             f"{user}:{mosquitto_hash(password)}\n"
             for user, password in ((self.device_id, self.device_password),
                                    (self.phone_user, self.phone_password),
-                                   ("developer", self.developer_password))))
+                                   ("developer", self.developer_password),
+                                   ("developer-2", self.developer_password))))
         acl = ACL_TEMPLATE.read_text()
         for mark, value in (("@PREFIX@", self.topic_prefix), ("@DISCOVERY@", "homeassistant"),
                             ("@DEVICE_ID@", self.device_id), ("@DEVICE_USER@", self.device_id),
@@ -193,14 +216,15 @@ class RemoteHost:
             acl = acl.replace(mark, value)
         acl += (f"\n# scripts/sim and the tests only: the simulator's topics and a developer who sees all.\n"
                 f"user {self.device_id}\ntopic write {self.base}/sim/#\ntopic read {self.base}/sim/fault\n"
-                f"\nuser developer\ntopic readwrite {self.base}/#\n")
+                f"\nuser developer\ntopic readwrite {self.base}/#\n"
+                f"\nuser developer-2\ntopic readwrite {self.base}/#\n")
         (w / "massager.acl").write_text(acl)
         for name in ("massager.passwd", "massager.acl"):
             (w / name).chmod(0o600)
         # The shipped files, rewritten only where this machine differs from the Pi: ports and paths.
-        conf = BROKER_CONF.read_text().replace("/etc/mosquitto/", f"{w}/")
-        conf = conf.replace("listener 1883\n", f"listener {self.mqtt_port} {self.bind}\n")
-        ws = WS_LISTENER_CONF.read_text().replace(f"listener {WS_PORT}\n", f"listener {self.ws_port}\n")
+        conf = global_settings(BROKER_CONF.read_text()).replace("/etc/mosquitto/", f"{w}/")
+        conf += f"\nlistener {self.mqtt_port} {self.bind}\n"
+        ws = re.sub(r"^listener \d+.*$", f"listener {self.ws_port}", WS_LISTENER_CONF.read_text(), flags=re.M)
         head = "user root\n" if os.geteuid() == 0 else ""  # as root it drops to 'mosquitto', who cannot read w
         (w / "mosquitto.conf").write_text(head + "persistence false\n" + conf + "\n" + ws)
         (w / "lighttpd.conf").write_text(render_lighttpd(

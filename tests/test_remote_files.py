@@ -116,6 +116,13 @@ def test_web_server_serves_the_page_compressed_with_its_types_under_budget(web: 
             assert gzip.decompress(body) == local.read_bytes(), name
         total += len(body)
     assert total < PAGE_BUDGET_BYTES, f"the page transfers {total} bytes"
+    # A second visit revalidates instead of downloading again.
+    _status, headers, _body = fetch(web.url + "vendor/mqtt/mqtt.esm.js")
+    request = urllib.request.Request(web.url + "vendor/mqtt/mqtt.esm.js", headers={
+        "Accept-Encoding": "gzip", "If-None-Match": headers["ETag"]})
+    with pytest.raises(urllib.error.HTTPError) as not_modified:
+        urllib.request.urlopen(request, timeout=WAIT_S)
+    assert not_modified.value.code == 304
     settings = json.loads(fetch(web.url + "device.json")[2])
     assert settings["device_id"] == web.device_id and settings["websocket_port"] == web.ws_port
     for name in ("../lighttpd.conf", "nothere.js", "vendor/", "device.json~"):
