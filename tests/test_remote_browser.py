@@ -31,6 +31,7 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
 
 from device.notice import SAFETY_NOTICE
@@ -336,6 +337,26 @@ def test_remote_fits_a_360_px_phone_without_horizontal_scroll(browser: Any, devi
           .map(e => e.outerHTML.slice(0, 80));""")
     assert unnamed == []
     screenshot(browser, device.tmp, "idle")
+    # Keyboard: arrow keys move the intensity choice, and the device follows.
+    plant = device.plant
+    assert plant is not None
+    before = plant.get("state")["intensity"]
+    target = 3 if before != 3 else 2
+    radio = browser.find_element(By.CSS_SELECTOR, f'input[name="intensity"][value="{target - 1}"]')
+    browser.execute_script("arguments[0].focus()", radio)
+    radio.send_keys(Keys.SPACE)
+    radio.send_keys(Keys.ARROW_RIGHT)
+    plant.wait(f"intensity {target} on the device", lambda: plant.get("state")["intensity"] == target)
+    # The dark theme follows the phone's setting.
+    light = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        dark = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert dark != light
+        screenshot(browser, device.tmp, "idle-dark")
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
 
 def test_remote_start_changes_the_plant_and_the_page_follows_it_until_stop(
