@@ -178,10 +178,11 @@ function send(action, fields, resultEl) {
   page.pending.set(id, { label, el: resultEl, timer });
   show(resultEl, "pending", `${label}: sending…`);
   page.lastSent = { action, id, at: performance.timeOrigin + performance.now() }; // for massager's web bench
-  client.publish(`${page.base}/cmd`, JSON.stringify({ action, ...fields, id }), {
-    qos: 1,
-    properties: { responseTopic: replyTopic(), correlationData: new TextEncoder().encode(id) },
-  });
+  const properties = { responseTopic: replyTopic(), correlationData: new TextEncoder().encode(id) };
+  // A command the page has given up on ("no answer") must not run later, after a reconnection: the device
+  // drops it once its MQTT 5 message expiry has passed. STOP never expires.
+  if (action !== "stop") properties.messageExpiryInterval = Math.round(REPLY_TIMEOUT_MS / 1000);
+  client.publish(`${page.base}/cmd`, JSON.stringify({ action, ...fields, id }), { qos: 1, properties });
   return id;
 }
 
