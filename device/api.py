@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from device import commands as cmds
@@ -26,6 +30,16 @@ log = logging.getLogger(__name__)
 USAGE_SAVE_EVERY_S = 300.0  # usage counters reach the SD card at most this often while running
 ACTUATORS = ("foot_rollers", "calf_rollers", "pump", "valve_foot", "valve_ankle", "valve_calf", "heater")
 Listener = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PendingSet:
+    """A ``set`` whose settings are being written: the command, the write, what to restore if it fails."""
+
+    command: Any
+    saving: Future[None]
+    undo: dict[str, Any]  # the changed settings' old values
+    preferences: Preferences
 
 
 class Device:
@@ -58,8 +72,12 @@ class Device:
         self._last_key: tuple[Any, ...] | None = None
         self._last_pass_t: float | None = None
         self._last_usage_save = 0.0
+        self._storage_error: str | None = store.error
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         controller.on_pass = self.on_pass
         controller.on_fault = self.on_fault
+        store.on_result = self._storage_result
 
     # -- listeners ----------------------------------------------------------------------------
 
@@ -74,6 +92,26 @@ class Device:
                 listener(reason)
             except Exception:
                 log.exception("state listener failed")
+
+    def _save(self, *, critical: bool = False) -> Future[None]:
+        """Hand the state to the store's writer (encoded here, written off the event loop)."""
+        if self._loop is None:
+            with contextlib.suppress(RuntimeError):  # no loop runs (tests, start-up)
+                self._loop = asyncio.get_running_loop()
+                self._loop_thread = threading.get_ident()
+        return self.store.submit(self.stored, critical=critical)
+
+    def _storage_result(self) -> None:
+        """From the writer thread: a storage error appeared or cleared: state listeners hear it on the loop."""
+        if self.store.error == self._storage_error:
+            return
+        self._storage_error = self.store.error
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._changed, "storage")
+        else:
+            self._changed("storage")
 
     # -- preferences --------------------------------------------------------------------------
 
@@ -91,11 +129,11 @@ class Device:
         """Lock or unlock the panel; remembered across restarts."""
         if locked != self.child_lock:
             self.stored.preferences.child_lock = locked
-            self.store.save(self.stored)
+            self._save()
             log.info("child lock %s", "on" if locked else "off")
             self._changed("child_lock")
 
-    def _remember(self) -> None:
+    def _remember(self) -> Future[None]:
         snap = self.session.snapshot()
         prefs = self.stored.preferences
         prefs.program = snap.program
@@ -104,24 +142,76 @@ class Device:
         prefs.heat_target_c = snap.heat_target_c
         prefs.timer_min = snap.timer_min
         prefs.skip_zones = list(snap.skip_zones)
-        self.store.save(self.stored)
+        return self._save()
 
     # -- commands -----------------------------------------------------------------------------
 
     def handle_payload(self, payload: bytes, *, source: str = "mqtt") -> Reply:
-        """Decode, validate and run one command message; every outcome is a Reply."""
+        """Decode, validate and run one command message; every outcome is a Reply (``set``: once saved)."""
+        begun = self.begin_payload(payload, source=source)
+        if isinstance(begun, Reply):
+            return begun
+        with contextlib.suppress(OSError):
+            begun.saving.result()
+        return self.finish_set(begun)
+
+    async def handle_payload_async(self, payload: bytes, *, source: str = "mqtt") -> Reply:
+        """``handle_payload`` for the event loop: a ``set`` is answered once its write is done."""
+        begun = self.begin_payload(payload, source=source)
+        if isinstance(begun, Reply):
+            return begun
+        with contextlib.suppress(OSError):
+            await asyncio.wrap_future(begun.saving)
+        return self.finish_set(begun)
+
+    def begin_payload(self, payload: bytes, *, source: str) -> Reply | PendingSet:
+        """Run a payload: its Reply when that is final, else the ``set`` still being saved (``finish_set``)."""
         data: Any = None
         try:
             data = cmds.decode_payload(payload)
             command = cmds.parse_command(data)
-            self.execute(command, source=source)
+            if command.action != "set":
+                self.execute(command, source=source)
+                return Reply(command.id, True, None)
+            undo = {name: getattr(self.session.snapshot(), name) for name in _SET_FIELDS
+                    if getattr(command, name) is not None}
+            preferences = self.stored.preferences.model_copy(deep=True)
+            saving = self.execute(command, source=source)
         except CommandError as exc:
             log.info("command from %s refused: %s", source, exc)
             return Reply(cmds.request_id(data), False, str(exc))
-        return Reply(command.id, True, None)
+        assert saving is not None
+        return PendingSet(command, saving, undo, preferences)
 
-    def execute(self, command: Any, *, source: str) -> None:
-        """Run a validated command; raises CommandError (naming the field) and then changes nothing."""
+    def finish_set(self, pending: PendingSet) -> Reply:
+        """The reply to a ``set`` once its write is done: ``ok`` only when saved, else undone and refused."""
+        exc = pending.saving.exception()
+        if exc is None:
+            return Reply(pending.command.id, True, None)
+        if not isinstance(exc, OSError):
+            raise exc
+        return self._not_saved(pending.command, pending, exc)
+
+    def _not_saved(self, command: Any, saving: PendingSet, exc: OSError) -> Reply:
+        """A ``set`` that could not be kept is undone and refused (never ``ok`` for what was not saved)."""
+        if "skip_zones" in saving.undo:
+            saving.undo["skip_zones"] = frozenset(saving.undo["skip_zones"])
+        try:
+            self.session.update(self.controller.clock.now(), **saving.undo)
+        except CommandRefused as undo_exc:  # the session moved on meanwhile (finished, faulted)
+            log.warning("could not undo an unsaved set: %s", undo_exc)
+        self.stored.preferences = saving.preferences
+        self._act_now()
+        self._changed("set")
+        error = f"storage: the settings could not be saved ({exc.strerror or exc}); nothing changed"
+        log.error("set refused: %s", error)
+        return Reply(command.id, False, error)
+
+    def execute(self, command: Any, *, source: str) -> Future[None] | None:
+        """Run a validated command; raises CommandError (naming the field) and then changes nothing.
+
+        Returns the write of the settings it changed (None for ``reset_fault``).
+        """
         now = self.controller.clock.now()
         action = command.action
         if self.supervisor.latched is not None and action not in ("stop", "reset_fault"):
@@ -162,14 +252,15 @@ class Device:
                 )
             elif action == "reset_fault":
                 self.reset_fault()
-                return
+                return None
             else:  # pragma: no cover - the command models allow no other action
                 raise CommandError("action", f"unknown action {action!r}")
         except CommandRefused as exc:
             raise CommandError(exc.field, exc.message) from None
-        self._remember()
+        saving = self._remember()
         self._act_now()
         self._changed(action)
+        return saving
 
     def _act_now(self) -> None:
         """Run a control pass at once so a command reaches the outputs without waiting for the next tick.
@@ -193,7 +284,7 @@ class Device:
         self.session.clear_fault(self.controller.clock.now())
         log.info("fault %s reset", fault.code)
         self.stored.latched_fault = None
-        self.store.save(self.stored)
+        self._save(critical=True)
         self._act_now()
         self._changed("reset_fault")
 
@@ -204,15 +295,21 @@ class Device:
         entry = fault.as_dict()
         snap = self.session.snapshot()
         entry.update({"device_id": self.device_id, "program": snap.program, "t": round(fault.t, 3)})
-        try:
-            self.fault_log.append(entry)
-        except OSError as exc:
-            log.error("cannot append to the fault log: %s", exc)
+        appended = self.store.run_critical(lambda: self.fault_log.append(entry))
+        appended.add_done_callback(self._fault_log_result)
         self.stored.usage.faults += 1
         self.stored.latched_fault = LatchedFault(code=str(fault.code), message=fault.message,
                                                  since=fault.since)
-        self.store.save(self.stored)
+        self._save(critical=True)
         self._changed("fault")
+
+    def _fault_log_result(self, appended: Future[None]) -> None:
+        """From the writer thread: a fault record that did not reach the fault log is a storage error."""
+        exc = None if appended.cancelled() else appended.exception()
+        if exc is not None:
+            log.error("cannot append to the fault log: %s", exc)
+            self.store.error = f"cannot append to the fault log: {getattr(exc, 'strerror', None) or exc}"
+            self._storage_result()
 
     def on_pass(self, sample: Sample) -> None:
         """After every control pass: usage counters, change detection."""
@@ -230,12 +327,12 @@ class Device:
         if key != self._last_key:
             ended = snap.status in (Status.IDLE, Status.FAULT)  # (the session logs transitions)
             if self._last_key is not None and self._last_key[0] != snap.status and ended:
-                self.store.save(self.stored)  # usage counters at the end of every session
+                self._save()  # usage counters at the end of every session
             self._last_key = key
             self._changed("status")
         elif snap.status is Status.RUNNING and sample.t - self._last_usage_save > USAGE_SAVE_EVERY_S:
             self._last_usage_save = sample.t
-            self.store.save(self.stored)
+            self._save()
 
     # -- simulation -----------------------------------------------------------------------------
 
@@ -299,7 +396,11 @@ class Device:
             "warnings": [{"code": code, "message": text} for code, text in self.supervisor.warnings.items()],
             "sensor_doubt": self.supervisor.doubt,  # why a start is refused now (a sensor implausible)
             "child_lock": self.child_lock,
+            "storage_error": self.store.error,
         }
+
+
+_SET_FIELDS = ("program", "intensity", "heat", "timer_min", "heat_target_c", "skip_zones")
 
 
 def _block_event_loop(seconds: float) -> None:

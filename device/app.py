@@ -102,7 +102,7 @@ class App:
             log.error("user program skipped: %s", problem)
         self.library = library
         self.store = StateStore(config.state_dir)
-        self.first_start = not self.store.path.exists()
+        self.first_start = not self.store.exists()
         stored = self.store.load()
         if self.first_start:  # a new unit starts from its config's session defaults
             stored.preferences = Preferences(
@@ -160,17 +160,18 @@ class App:
         """A fault latched before a restart (crash, watchdog, power cut) stays latched until reset."""
         if stored is None:
             return
+        code: FaultCode | str
         try:
             code = FaultCode(stored.code)
         except ValueError:
-            code = FaultCode.CONTROL_LOOP_STALL  # an unknown code from other firmware: still a fault
+            code = stored.code  # unknown here (other firmware, STORAGE_FAULT): kept as it was, still latched
         self.supervisor.latch(
             Fault(code=code, message=f"{stored.message} (latched before the last restart)",
                   since=stored.since, t=0.0),
             report=False,
         )
         self.session.enter_fault(0.0)
-        log.error("fault %s was latched before the restart; it needs a reset", code)
+        log.error("fault %s was latched before the restart; it needs a reset", json.dumps(str(code)))
 
     def _deadman_trip(self) -> None:
         """From the deadman thread: the loop is stale. Outputs latched off through the drivers, then latch."""
@@ -213,7 +214,9 @@ class App:
             log.error("start-up: a sensor is implausible, starts are refused: %s", self.supervisor.doubt)
         if self.first_start:
             log.warning("%s", SAFETY_NOTICE)
-            self.store.save(self.device.stored)  # the notice is shown once, on the first start
+        if self.first_start or self.store.kept_aside:
+            # the notice is shown once, on the first start; copies kept aside are replaced at once
+            self.store.submit(self.device.stored, critical=self.device.stored.latched_fault is not None)
         self.ready.set()
         sdnotify.ready()
         log.info("ready (device id %s, %s)", self.device.device_id, "simulated" if self.rig else "hardware")
@@ -272,6 +275,7 @@ class App:
             if self.rig is not None:
                 self.rig.factory.close()
             self.store.save(self.device.stored)
+            self.store.close()
             sdnotify.stopping()
         return status
 
@@ -289,6 +293,8 @@ class App:
         if self._signals >= 2:
             log.warning("second signal: outputs off, exiting now")
             self.hardware.safe_off()
+            with contextlib.suppress(Exception):  # a fault record still with the writer reaches the card
+                self.store.flush(timeout=1.0)
             os._exit(1)
         log.info("stopping")
         self._stop_task = asyncio.get_running_loop().create_task(self._graceful_stop(), name="graceful-stop")

@@ -52,12 +52,14 @@ class Plan:
     running_s: float
     sim_minutes: float
     programs: int | None  # None: every built-in program
+    flood_trials: int = 2  # stop after a flood of FLOOD_MESSAGES from another client
 
 
+FLOOD_MESSAGES = 10_000
 FULL = Plan(trials=200, deadman_trials=200, jitter_s=60.0, idle_s=20.0, running_s=60.0,
-            sim_minutes=15.0, programs=None)
+            sim_minutes=15.0, programs=None, flood_trials=20)
 QUICK = Plan(trials=8, deadman_trials=3, jitter_s=1.0, idle_s=1.0, running_s=2.0,
-             sim_minutes=1.0, programs=1)
+             sim_minutes=1.0, programs=1, flood_trials=2)
 
 
 def summary(values: list[float], unit_scale: float = 1000.0) -> dict[str, float | int]:
@@ -387,6 +389,115 @@ async def _command_latency(plan: Plan, port: int, workdir: Path) -> list[float]:
     return latencies
 
 
+async def _flood_latency(plan: Plan, port: int, workdir: Path) -> dict[str, list[float]]:
+    """After FLOOD_MESSAGES junk commands from another client (mosquitto_pub, its own process): the phone's
+    ``start`` and ``stop``.
+
+    ``stop_under_flood``: publish -> stop executed; ``stop_reply_under_flood``: -> its reply at the phone;
+    ``broker_under_flood``: the same stop reaching a plain subscriber (mosquitto_sub, which gets the flood
+    too): the broker's own latency in the same flood. ``command_under_flood``: start publish -> its reply
+    (other commands may be rate-limited or dropped in a flood: ``answered`` / ``executed`` count them).
+    """
+    import threading
+
+    from device.app import App, install_optional_tasks
+
+    config = bench_config(workdir / "state-flood", enabled=True, port=port, host="127.0.0.1",
+                          discovery=False)
+    app = App(config.model_copy(update={"device_id": "benchflood"}), sim=True)
+    install_optional_tasks(app, argparse.Namespace(dashboard=False))
+    found: dict[str, list[float]] = {"stop_under_flood": [], "stop_reply_under_flood": [],
+                                     "command_under_flood": [], "broker_under_flood": [],
+                                     "command_under_flood_executed": []}
+    topic = f"{app.config.mqtt.topic_prefix}/benchflood/cmd"
+    junk = b"\n".join([b'{"action": "set", "intensity": 3}', b"junk", b'{"action": "start"}', b"[]"] *
+                      (FLOOD_MESSAGES // 4)) + b"\n"
+    stopped_at: list[float] = []
+    app.device.subscribe(lambda reason: stopped_at.append(time.monotonic()) if reason == "stop" else None)
+    seen_by_plain = threading.Event()
+
+    def flood() -> None:
+        """Publish the flood from another process; returns once the broker has taken all of it (QoS 1)."""
+        subprocess.run([shutil.which("mosquitto_pub") or "mosquitto_pub", "-h", "127.0.0.1", "-p", str(port),
+                        "-q", "1", "-t", topic, "-l"], input=junk, check=True, timeout=120,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def watch(proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if b"stop-bench" in line:
+                seen_by_plain.set()
+
+    async def runner(app: Any) -> None:
+        await app.ready.wait()
+        probe = AppProbe(app)
+        phone = await asyncio.to_thread(_paho_client, port, "bench-phone-flood")
+        plain = subprocess.Popen([shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", "127.0.0.1",
+                                  "-p", str(port), "-t", topic], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL)
+        reader = threading.Thread(target=watch, args=(plain,), daemon=True)
+        reader.start()
+        replied, answered = threading.Event(), threading.Event()
+        executed: list[bool] = []
+
+        def on_reply(_c: Any, _u: Any, m: Any) -> None:
+            if b'"stop-bench"' in m.payload:
+                replied.set()
+            elif b'"start-bench"' in m.payload:
+                executed.append(json.loads(m.payload)["ok"])
+                answered.set()
+
+        phone.on_message = on_reply
+        phone.subscribe(f"{topic}/reply", qos=0)
+        stop = json.dumps({"action": "stop", "id": "stop-bench"}).encode()
+        start = json.dumps({"action": "start", "program": "relax", "intensity": 3,
+                            "id": "start-bench"}).encode()
+        try:
+            await asyncio.sleep(1.0)  # the bridge and the plain subscriber connect and subscribe
+            for _ in range(plan.flood_trials):
+                await probe.reset()
+                await asyncio.to_thread(flood)
+                answered.clear()
+                t0 = time.monotonic()
+                phone.publish(topic, start, qos=0)
+                while not answered.is_set() and time.monotonic() - t0 < 10.0:
+                    await asyncio.sleep(0.0005)
+                if answered.is_set():
+                    found["command_under_flood"].append(time.monotonic() - t0)
+                if not probe.relay_pin.state:
+                    await probe.start_session()  # not run in the flood: the stop trial needs a session
+                await asyncio.sleep(2.0)  # the first flood drains
+                await asyncio.to_thread(flood)
+                replied.clear()
+                seen_by_plain.clear()
+                stopped_at.clear()
+                t0 = time.monotonic()
+                phone.publish(topic, stop, qos=0)
+                times: dict[str, float] = {}
+                while len(times) < 2 and time.monotonic() - t0 < 30.0:
+                    if replied.is_set():
+                        times.setdefault("stop_reply_under_flood", time.monotonic() - t0)
+                    if seen_by_plain.is_set():
+                        times.setdefault("broker_under_flood", time.monotonic() - t0)
+                    await asyncio.sleep(0.0005)
+                for key, value in times.items():
+                    found[key].append(value)
+                if stopped_at:
+                    found["stop_under_flood"].append(stopped_at[0] - t0)
+                await asyncio.sleep(2.0)  # the flood drains, the rate limiter refills
+        finally:
+            phone.loop_stop()
+            phone.disconnect()
+            plain.terminate()
+            plain.wait()
+            app.stop_event.set()
+        found["command_under_flood_executed"] = [1.0 if ok else 0.0 for ok in executed]
+
+    app.extra_tasks["bench"] = runner
+    await app.run()
+    return found
+
+
 def _proc_times(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -525,6 +636,10 @@ def check_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "value": round(cmd["p99"] - base["p99"], 3), "target": 10.0,
             "met": cmd["p99"] - base["p99"] <= 10.0,
         }
+    stop = results.get("stop_under_flood", {})
+    if stop.get("n"):
+        verdicts["stop_under_flood.max"] = {"value": stop["max"], "target": 1000.0,
+                                            "met": stop["max"] <= 1000.0}
     speeds = [v["speedup"] for v in results.get("sim_speed", {}).values()]
     if speeds:
         verdicts["sim_speed.min_speedup"] = {"value": min(speeds), "target": ">= 500",
@@ -558,6 +673,15 @@ def run_bench(plan: Plan, progress: Callable[[str], None] = lambda _m: None) -> 
                 progress("MQTT command latency and the broker's own latency")
                 results["broker_baseline"] = summary(broker_baseline(port, plan.trials))
                 results["command"] = summary(asyncio.run(_command_latency(plan, port, workdir)))
+                if shutil.which("mosquitto_pub") and shutil.which("mosquitto_sub"):
+                    progress(f"start and stop after a flood of {FLOOD_MESSAGES} messages from another client")
+                    flooded = asyncio.run(_flood_latency(plan, port, workdir))
+                    executed = flooded.pop("command_under_flood_executed")
+                    results.update({key: summary(values) for key, values in flooded.items()})
+                    results["command_under_flood"].update(
+                        trials=plan.flood_trials, answered=len(executed), executed=int(sum(executed)))
+                else:
+                    results["stop_under_flood"] = {"n": 0, "note": "mosquitto_pub / _sub not installed"}
             else:
                 results["command"] = {"n": 0, "note": "mosquitto not installed"}
             progress("footprint of a real firmware process")
@@ -578,7 +702,8 @@ def render(results: dict[str, Any]) -> str:
     lines = [f"massager bench ({results['plan']}) on {results['machine']['platform']}, "
              f"{results['machine']['cpus']} CPUs, Python {results['machine']['python']}"]
     for key in ("trip_temperature", "trip_temperature_competing", "trip_pressure", "deadman", "button",
-                "broker_baseline", "command", "loop_jitter", "loop_jitter_competing"):
+                "broker_baseline", "command", "broker_under_flood", "command_under_flood",
+                "stop_under_flood", "stop_reply_under_flood", "loop_jitter", "loop_jitter_competing"):
         s = results.get(key)
         if s and s.get("n"):
             lines.append(f"  {key:<28} n={s['n']:<4} p50 {s['p50']:8.2f} ms  p99 {s['p99']:8.2f} ms"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -11,12 +12,29 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from modes import limits
 
 MAX_PAYLOAD_BYTES = 4096
+MAX_ERROR_CHARS = 1000  # a reply's error text (and its log line) is cut here
+_PLAIN_FIELD = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def printable(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` with every non-printable character (newline, ESC, U+2028...) escaped, cut to ``limit``."""
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+def quote_field(name: str) -> str:
+    """A field name from outside as a reply or log may show it: plain names bare, anything else quoted."""
+    if _PLAIN_FIELD.fullmatch(name):
+        return name
+    return printable(json.dumps(name, ensure_ascii=True), 80)
 
 
 class CommandError(ValueError):
-    """A command that was refused; ``field`` names the part at fault (None: the whole message)."""
+    """A refused command; ``field`` names the part at fault (None: the whole message); both escaped."""
 
     def __init__(self, field: str | None, message: str) -> None:
+        field = None if field is None else printable(field, 200)
+        message = printable(message)
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
@@ -105,7 +123,7 @@ def _first_error(exc: ValidationError) -> CommandError:
     # Drop the tagged-union branch name pydantic puts first (e.g. "start").
     if loc and loc[0] in ACTIONS:
         loc = loc[1:]
-    field = ".".join(loc) or None
+    field = ".".join(quote_field(p) for p in loc) or None
     kind = err["type"]
     if kind == "extra_forbidden":
         return CommandError(field, "unknown field for this action")

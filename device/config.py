@@ -256,9 +256,9 @@ class Heater(Model):
     default_target_c: float = Field(limits.HEAT_TARGET_DEFAULT_C, ge=limits.HEAT_TARGET_MIN_C)
     # The pad's rated thermal behaviour (energy-balance check): warming at full power with no loss,
     # its tolerance, and the largest loss coefficient to the air and the skin together.
-    rated_c_per_s: float = Field(0.0595, gt=0.0, le=1.0)
-    power_tolerance: float = Field(0.2, ge=0.0, le=0.5)
-    loss_per_s: float = Field(0.0025, gt=0.0, le=0.1)
+    rated_c_per_s: float = Field(0.0595, ge=0.02, le=0.2)
+    power_tolerance: float = Field(0.2, ge=0.0, le=0.2)  # larger would weaken HEAT_BALANCE
+    loss_per_s: float = Field(0.0025, gt=0.0, le=0.0025)  # likewise
 
     @model_validator(mode="after")
     def _cap(self) -> Self:
@@ -464,6 +464,21 @@ class Config(Model):
     session: Session = Session()
     panel: Panel = Panel()
     mqtt: Mqtt = Mqtt()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_third_converter(cls, data: Any) -> Any:
+        """A unit whose adc.addresses leave out the divider-supply converter reads without it."""
+        if not isinstance(data, dict):
+            return data
+        adc, sensors = data.get("adc"), data.get("sensors")
+        addresses = adc.get("addresses") if isinstance(adc, dict) else None
+        given = isinstance(sensors, dict) and "divider_supply" in sensors
+        default = Sensors.model_fields["divider_supply"].default
+        if isinstance(addresses, list | tuple) and not given and default.address not in addresses:
+            sensors = sensors if isinstance(sensors, dict) else {}
+            data = {**data, "sensors": {**sensors, "divider_supply": None}}
+        return data
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

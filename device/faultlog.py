@@ -14,9 +14,11 @@ import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device.commands import printable
 from device.config import Config
 from device.persist import fsync_dir
 
@@ -25,6 +27,20 @@ log = logging.getLogger(__name__)
 FAULT_LOG_NAME = "faults.jsonl"
 MAX_BYTES = 256 * 1024
 BACKUPS = 3
+NO_TIME = "????-??-?? ??:??:??"
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A line of the fault log that is torn or not a fault entry: shown as bad, never skipped silently."""
+
+    path: Path
+    number: int
+    problem: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--json`` form."""
+        return {"bad_line": self.number, "file": str(self.path), "problem": self.problem}
 
 
 class FaultLog:
@@ -81,8 +97,12 @@ class FaultLog:
         log.info("fault log rotated (%s)", self.path)
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every readable entry, oldest first across rotated files; torn or bad lines are skipped."""
-        found: list[dict[str, Any]] = []
+        """Every readable entry, oldest first across rotated files; torn or bad lines are left out."""
+        return [r for r in self.records() if isinstance(r, dict)]
+
+    def records(self) -> list[dict[str, Any] | BadLine]:
+        """Every line, oldest first across rotated files: an entry, or a BadLine saying what is wrong."""
+        found: list[dict[str, Any] | BadLine] = []
         for path in self.files():
             try:
                 data = path.read_bytes()
@@ -93,11 +113,13 @@ class FaultLog:
                     continue
                 try:
                     entry = json.loads(raw)
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    log.warning("%s line %d is torn or corrupt, skipped: %s", path, number, exc)
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+                    found.append(BadLine(path, number, f"torn or corrupt: {printable(str(exc), 200)}"))
+                    log.warning("%s line %d is torn or corrupt: %s", path, number, printable(str(exc), 200))
                     continue
                 if not isinstance(entry, dict):
-                    log.warning("%s line %d is not a JSON object, skipped", path, number)
+                    found.append(BadLine(path, number, f"not a JSON object but {type(entry).__name__}"))
+                    log.warning("%s line %d is not a JSON object", path, number)
                     continue
                 found.append(entry)
         return found
@@ -114,26 +136,32 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def format_entry(entry: dict[str, Any]) -> str:
-    """One human line: local time, code, message."""
+def format_entry(entry: dict[str, Any] | BadLine) -> str:
+    """One human line: local time, code, message (escaped); a bad line or a bad time says so."""
+    if isinstance(entry, BadLine):
+        return f"{NO_TIME}  BAD LINE  {printable(entry.path.name)} line {entry.number}: {entry.problem}"
     since = entry.get("since")
+    when = NO_TIME
     if isinstance(since, int | float) and not isinstance(since, bool):
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
-    else:
-        when = "????-??-?? ??:??:??"
-    return f"{when}  {entry.get('code', '?')}  {entry.get('message', '')}"
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+        except (OverflowError, OSError, ValueError):
+            when = f"BAD TIME {printable(repr(since), 40)}"
+    code = printable(str(entry.get("code", "?")), 80)
+    return f"{when}  {code}  {printable(str(entry.get('message', '')))}"
 
 
 def faults_main(args: argparse.Namespace, config: Config) -> int:
     """``massager faults [--json]``: print the persistent fault log, oldest first."""
     fault_log = FaultLog(config.state_dir / FAULT_LOG_NAME)
     try:
-        entries = fault_log.entries()
+        entries = fault_log.records()
     except OSError as exc:
         print(f"cannot read the fault log in {config.state_dir}: {exc}", file=sys.stderr)
         return 1
     if getattr(args, "json", False):
-        print(json.dumps(entries, ensure_ascii=False, indent=2))
+        shown = [e.as_dict() if isinstance(e, BadLine) else e for e in entries]
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
     elif not entries:
         print("no faults recorded")
     else:

@@ -54,6 +54,7 @@ class SimUnit:
         self.app.controller.tick()
         self.app.deadman.feed()
         self.clock.advance(SAMPLE_PERIOD_S)
+        self.plant.catch_up()  # the physics runs whether or not the firmware can read it (a dead bus)
 
     def run(self, seconds: float, *, until: Any = None) -> None:
         """Run passes for ``seconds`` (or until ``until()`` holds)."""

@@ -7,30 +7,40 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from device import __version__
 from device.config import Config
 from device.faultlog import FAULT_LOG_NAME, FaultLog, format_entry
-from device.persist import STATE_FILE, StoredState
+from device.persist import STATE_COPY, STATE_FILE, STORAGE_FAULT, Damaged, Decoded, StoredState, decode_state
 
 LAST_FAULTS = 5
 
 
 def read_state(state_dir: Path) -> tuple[StoredState, str | None]:
-    """The stored state without touching the file (``StateStore.load`` moves a corrupt one aside)."""
-    path = state_dir / STATE_FILE
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return StoredState(), None
-    except OSError as exc:
-        return StoredState(), f"cannot read {path}: {exc.strerror or exc}"
-    try:
-        return StoredState.model_validate_json(raw), None
-    except ValidationError as exc:
-        problem = f"{path} is corrupt ({exc.error_count()} errors); the firmware will start from defaults"
-        return StoredState(), problem
+    """The newest stored copy that checks out, read without touching the files (the firmware moves bad ones)."""
+    best: Decoded | None = None
+    problems: list[str] = []
+    for path in (state_dir / STATE_FILE, state_dir / STATE_COPY):
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(f"cannot read {path}: {exc.strerror or exc}")
+            continue
+        try:
+            decoded = decode_state(raw)
+        except Damaged as exc:
+            problems.append(f"{path} is corrupt ({exc})")
+            continue
+        if decoded.salvaged is not None:
+            problems.append(f"{path} holds values this firmware refuses ({decoded.salvaged})")
+        if best is None or decoded.generation > best.generation:
+            best = decoded
+    if best is None:
+        if problems:
+            problems.append(f"the firmware will come up latched ({STORAGE_FAULT}) until a reset")
+        return StoredState(), "; ".join(problems) or None
+    return best.state, "; ".join(problems) or None
 
 
 def gather(config: Config, config_path: str | None) -> dict[str, Any]:

@@ -8,6 +8,8 @@ raises out of it: the bridge reconnects with a capped exponential backoff.
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -25,7 +27,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device import commands as cmds
-from device.commands import CommandError, Reply
+from device.api import PendingSet
+from device.commands import MAX_PAYLOAD_BYTES, CommandError, Reply, printable
 from device.discovery import DeviceTopics, discovery_messages
 
 if TYPE_CHECKING:
@@ -42,9 +45,18 @@ STATE_MIN_GAP_S = 0.2  # state is coalesced to at most 5 messages per second
 STATE_ACTIVE_EVERY_S = 1.0  # while a session runs (pressures move), at least this often
 STATE_IDLE_EVERY_S = 5.0  # otherwise
 PLANT_EVERY_S = 0.1  # sim/plant at 10 Hz
-COMMAND_RATE_PER_S = 20.0  # token bucket for cmd and sim/fault messages
+COMMAND_RATE_PER_S = 20.0  # token bucket for cmd (stop and pause aside) and sim/fault messages
 COMMAND_BURST = 40
-INCOMING_QUEUE_MAX = 1000  # messages beyond this (a flood the bucket cannot drain) are dropped
+INCOMING_QUEUE_MAX = 1000  # other messages beyond this (a flood the bucket cannot drain) are dropped
+URGENT_ACTIONS = frozenset({"stop", "pause"})  # jump the queue; never rate-limited nor dropped behind others
+URGENT_QUEUE_MAX = 256  # stop / pause messages waiting; a stop may push out a waiting pause, never a stop
+# MQTT 5 CONNECT "maximum packet size": the broker sends nothing bigger (a cmd payload at its limit, plus
+# topic and properties, fits), so a huge publish never reaches the firmware's memory or event loop.
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 4096
+DISCOVERY_MIN_GAP_S = 5.0  # Home Assistant "online" re-publishes discovery at most this often
+DROP_LOG_EVERY_S = 10.0
+RETAINED_REFUSAL = ("retained command ignored: a command acts only when it is sent; clear it with an "
+                    "empty retained publish on this topic")
 AUTH_REFUSED = frozenset({4, 5, 134, 135})  # CONNACK: bad user name or password / not authorised
 ACTIVE = frozenset({"running", "paused", "finishing"})
 
@@ -52,13 +64,101 @@ ACTIVE = frozenset({"running", "paused", "finishing"})
 _ARRIVED: weakref.WeakKeyDictionary[Message, float] = weakref.WeakKeyDictionary()
 
 
-class _StampedQueue(asyncio.Queue[Message]):
-    """The client's incoming message queue; notes the arrival time of every message."""
+def urgent_action(topic: str, payload: Any, retain: bool, command_topic: str) -> str | None:
+    """``stop`` / ``pause`` when a fresh ``cmd`` message asks for it (a cheap look, unvalidated), else None."""
+    if retain or topic != command_topic or not isinstance(payload, bytes) or len(payload) > MAX_PAYLOAD_BYTES:
+        return None
+    if b"stop" not in payload and b"pause" not in payload:
+        return None
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    action = data.get("action") if isinstance(data, dict) else None
+    return action if isinstance(action, str) and action in URGENT_ACTIONS else None
+
+
+class TriageQueue(asyncio.Queue[Message]):
+    """The client's incoming queue: stop / pause first and apart, others bounded; notes arrival times.
+
+    aiomqtt puts every message in from the network callback: a flood of other messages fills only its
+    own part (the rest is dropped and counted, without a warning per message), never the stop path.
+    """
+
+    command_topic = ""  # set by the bridge's subclass
+
+    def _init(self, maxsize: int) -> None:
+        self._urgent: collections.deque[Message] = collections.deque()
+        self._other: collections.deque[Message] = collections.deque()
+        self._queue = self._other  # asyncio.Queue's repr reads it
+        self._incoming_urgent: str | None = None
+        self.urgent_ready = asyncio.Event()  # a stop / pause waits (for a receiver busy with a slow save)
+        self.dropped = 0  # other messages dropped because their part was full
+        self.largest = 0  # the largest payload that reached this queue, in bytes
+        self._drop_logged_at = -1e9
+
+    def _qsize(self) -> int:
+        return len(self._urgent) + len(self._other)
+
+    def qsize(self) -> int:
+        """Messages waiting in both parts."""
+        return self._qsize()
+
+    def empty(self) -> bool:
+        """Whether no message waits in either part."""
+        return not self._urgent and not self._other
+
+    def _put(self, item: Message) -> None:
+        if self._incoming_urgent:
+            self._urgent.append(item)
+            self.urgent_ready.set()
+        else:
+            self._other.append(item)
+
+    def _get(self) -> Message:
+        return self.pop_urgent() or self._other.popleft()
+
+    def pop_urgent(self) -> Message | None:
+        """The oldest waiting stop / pause, taken out of the queue, or None."""
+        item = self._urgent.popleft() if self._urgent else None
+        if not self._urgent:
+            self.urgent_ready.clear()
+        return item
+
+    def full(self) -> bool:
+        """Whether the part the message being put belongs to is full."""
+        if self._incoming_urgent:
+            return len(self._urgent) >= URGENT_QUEUE_MAX
+        return self.maxsize > 0 and len(self._other) >= self.maxsize
 
     def put_nowait(self, item: Message) -> None:
-        """Queue ``item`` and remember when it arrived."""
-        _ARRIVED[item] = time.monotonic()
-        super().put_nowait(item)
+        """Queue ``item`` in its part, remember when it arrived; drop it (counted) when its part is full."""
+        now = time.monotonic()
+        _ARRIVED[item] = now
+        payload = item.payload
+        if isinstance(payload, bytes):
+            self.largest = max(self.largest, len(payload))
+        self._incoming_urgent = urgent_action(str(item.topic), payload, item.retain, self.command_topic)
+        try:
+            if self._incoming_urgent == "stop" and self.full():
+                self._push_out_a_pause()
+            super().put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if now - self._drop_logged_at >= DROP_LOG_EVERY_S:
+                self._drop_logged_at = now
+                log.warning("MQTT: incoming flood: %d messages dropped so far (stop and pause are kept)",
+                            self.dropped)
+        finally:
+            self._incoming_urgent = None
+
+    def _push_out_a_pause(self) -> None:
+        """Make room for a stop in a full stop / pause part by dropping the oldest waiting pause."""
+        for index, waiting in enumerate(self._urgent):
+            if urgent_action(str(waiting.topic), waiting.payload, False, self.command_topic) == "pause":
+                del self._urgent[index]
+                self.dropped += 1
+                return
 
 
 class TokenBucket:
@@ -124,6 +224,13 @@ def _broker_trouble(raised: BaseException) -> MqttError:
     return first
 
 
+def response_topic_allowed(topic: str, reply_topic: str) -> bool:
+    """Whether an MQTT 5 response topic lies under ``reply_topic`` (what the ACL grants), without wildcards."""
+    if any(c in topic for c in "+#\0") or len(topic.encode()) > 1024:
+        return False
+    return topic.startswith(reply_topic + "/") and len(topic) > len(reply_topic) + 1
+
+
 def _peek_id(payload: bytes) -> str | None:
     """The ``id`` of a command payload, if it has a usable one (for replies to refused messages)."""
     try:
@@ -146,6 +253,7 @@ class MqttBridge:
         command_rate_per_s: float = COMMAND_RATE_PER_S,
         command_burst: int = COMMAND_BURST,
         state_min_gap_s: float = STATE_MIN_GAP_S,
+        discovery_min_gap_s: float = DISCOVERY_MIN_GAP_S,
     ) -> None:
         self.app = app
         self.device = app.device
@@ -155,12 +263,18 @@ class MqttBridge:
         self.ha_status_topic = f"{settings.discovery_prefix}/status"
         self.bucket = TokenBucket(rate=command_rate_per_s, burst=command_burst)
         self.state_min_gap_s = state_min_gap_s
+        self.discovery_min_gap_s = discovery_min_gap_s
+        self.discovery_rounds = 0  # discovery publishes (every config once) so far
+        self.incoming: TriageQueue | None = None  # the client's incoming queue, once created
         self.connects = 0  # successful connections so far (for tests and the dashboard)
         self.announced = 0  # connections that got as far as subscribed + online + state + discovery
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._last_state_at = -1e9
+        self._discovery_wanted = asyncio.Event()
+        self._last_discovery_at = -1e9
+        self._limit_logged_at = -1e9  # a flood logs its first rate-limited command at INFO, the rest at DEBUG
         self._auth_error_logged = False
         self._stopping = False  # the app is stopping: every loop of this bridge ends
         self._closing = False  # the goodbye (offline, disconnect) has begun
@@ -230,6 +344,19 @@ class MqttBridge:
                 keyfile=str(s.tls.key_file) if s.tls.key_file else None,
             )
         will = Will(self.topics.availability, b"offline", qos=1, retain=True)
+        bridge = self
+
+        class Incoming(TriageQueue):
+            command_topic = self.topics.cmd
+
+            def _init(self, maxsize: int) -> None:
+                super()._init(maxsize)
+                bridge.incoming = self
+
+        properties = None
+        if s.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)
+            properties.MaximumPacketSize = MAX_PACKET_BYTES
         return aiomqtt.Client(
             s.host,
             s.port,
@@ -242,8 +369,9 @@ class MqttBridge:
             timeout=OPERATION_TIMEOUT_S,
             tls_params=tls_params,
             tls_insecure=s.tls.insecure if s.tls.enabled else None,
-            queue_type=_StampedQueue,
+            queue_type=Incoming,
             max_queued_incoming_messages=INCOMING_QUEUE_MAX,
+            properties=properties,
             # small packets go out at once: without this a reply can wait for a delayed ACK (~40 ms)
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
@@ -309,6 +437,7 @@ class MqttBridge:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._receive(client), name="mqtt-receive")
             group.create_task(self._state_loop(client), name="mqtt-state")
+            group.create_task(self._discovery_loop(client), name="mqtt-discovery")
             if self.app.rig is not None:
                 group.create_task(self._plant_loop(client), name="mqtt-plant")
 
@@ -361,9 +490,23 @@ class MqttBridge:
             timer_max_min=config.session.timer_max_min,
             heat_target_max_c=config.safety.heat_target_max_c,
         )
+        self._last_discovery_at = time.monotonic()
+        self.discovery_rounds += 1
         for message in messages:
             await client.publish(message.topic, message.payload(), qos=1, retain=True)
         log.debug("MQTT: %d discovery configs published", len(messages))
+
+    async def _discovery_loop(self, client: aiomqtt.Client) -> None:
+        """Re-publish discovery on Home Assistant's ``online``, at most once per gap, apart from commands."""
+        while not self._stopping:
+            await self._discovery_wanted.wait()
+            gap = self._last_discovery_at + self.discovery_min_gap_s - time.monotonic()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            self._discovery_wanted.clear()
+            log.info("MQTT: Home Assistant is online; re-publishing discovery")
+            await self._publish_discovery(client)
+            self._changed.set()  # and the state, through the coalescing state loop
 
     async def _plant_loop(self, client: aiomqtt.Client) -> None:
         """Plant truth on ``sim/plant`` at 10 Hz, read from the plant and the mock pins (not retained)."""
@@ -386,31 +529,63 @@ class MqttBridge:
             elif topic.matches(self.topics.sim_fault) and self.app.rig is not None:
                 await self._sim_fault(client, message)
             elif topic.matches(self.ha_status_topic) and message.payload == b"online" and not message.retain:
-                log.info("MQTT: Home Assistant is online; re-publishing discovery")
-                await self._publish_discovery(client)
-                await self._publish_state(client)
+                self._discovery_wanted.set()  # coalesced and paced by the discovery task
             if self._stopping:
                 return
             await asyncio.sleep(0)
 
-    def _admit(self, message: Message) -> str | None:
-        """Why a message may not run (rate limit, MQTT 5 expiry), else None."""
-        if not self.bucket.take():
+    def _admit(self, message: Message, *, urgent: bool = False) -> str | None:
+        """Why a message may not run (retained, rate limit but for stop / pause, MQTT 5 expiry), else None."""
+        if message.retain:
+            return RETAINED_REFUSAL
+        if not urgent and not self.bucket.take():
             return (f"rate limited: more than {self.bucket.rate:g} commands per second "
-                    f"(burst {self.bucket.burst:g}); not executed")
+                    f"(burst {self.bucket.burst:g}; stop and pause are never limited); not executed")
         arrived = _ARRIVED.get(message, time.monotonic())
         return expiry_problem(message.properties, arrived, time.monotonic())
 
     async def _command(self, client: aiomqtt.Client, message: Message) -> None:
         """Run one ``cmd`` message and answer it on ``cmd/reply`` (and the MQTT 5 response topic)."""
         payload = message.payload if isinstance(message.payload, bytes) else b""
-        refused = self._admit(message)
+        urgent = urgent_action(str(message.topic), payload, message.retain, self.topics.cmd) is not None
+        refused = self._admit(message, urgent=urgent)
         if refused is not None:
-            log.info("command refused: %s", refused)
+            now = time.monotonic()
+            quiet = refused.startswith("rate limited") and now - self._limit_logged_at < DROP_LOG_EVERY_S
+            if not quiet and refused.startswith("rate limited"):
+                self._limit_logged_at = now
+            log.log(logging.DEBUG if quiet else logging.INFO, "command refused: %s", refused)
             reply = Reply(_peek_id(payload), False, refused)
         else:
-            reply = self.device.handle_payload(payload, source="mqtt")
+            begun = self.device.begin_payload(payload, source="mqtt")
+            if isinstance(begun, PendingSet):  # a set is answered once saved; stop / pause go on meanwhile
+                await self._serve_urgent_until(client, begun.saving)
+                reply = self.device.finish_set(begun)
+            else:
+                reply = begun
         await self._reply(client, self.topics.cmd_reply, reply.as_dict(), message.properties)
+
+    async def _serve_urgent_until(
+        self, client: aiomqtt.Client, saving: concurrent.futures.Future[None]
+    ) -> None:
+        """Wait for a write (a slow SD card) while running every stop / pause that arrives meanwhile."""
+        written: asyncio.Future[Any] = asyncio.wrap_future(saving)
+        try:
+            while not written.done():
+                queue = self.incoming
+                if queue is None:
+                    await asyncio.wait({written})
+                    break
+                urgent: asyncio.Future[Any] = asyncio.ensure_future(queue.urgent_ready.wait())
+                try:
+                    await asyncio.wait({written, urgent}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    urgent.cancel()
+                while (message := queue.pop_urgent()) is not None:
+                    await self._command(client, message)
+        finally:
+            if written.done() and not written.cancelled():
+                written.exception()  # retrieved here; the device reads it from the write itself
 
     async def _sim_fault(self, client: aiomqtt.Client, message: Message) -> None:
         """Inject a plant fault from ``sim/fault`` and answer on ``sim/fault/reply``."""
@@ -427,36 +602,35 @@ class MqttBridge:
             except CommandError as exc:
                 answer = {"id": cmds.request_id(data), "ok": False, "error": str(exc)}
         if not answer["ok"]:
-            log.info("sim fault refused: %s", answer["error"])
+            log.info("sim fault refused: %s", printable(str(answer["error"])))
         await self._reply(client, self.topics.sim_fault_reply, answer, message.properties)
 
     async def _reply(
         self, client: aiomqtt.Client, topic: str, answer: dict[str, Any], request: Properties | None
     ) -> None:
-        """Publish ``answer`` on ``topic``, and on the MQTT 5 response topic with its correlation data."""
+        """Publish ``answer`` once on ``topic`` and on an allowed MQTT 5 response topic (with correlation)."""
         payload = _encode(answer)
-        await client.publish(topic, payload, qos=0)
         response_topic = getattr(request, "ResponseTopic", None) if request is not None else None
+        properties = None
+        if response_topic:
+            properties = Properties(PacketTypes.PUBLISH)
+            correlation = getattr(request, "CorrelationData", None)
+            if correlation is not None:
+                properties.CorrelationData = correlation
+        if response_topic == topic:
+            await client.publish(topic, payload, qos=0, properties=properties)
+            return
+        await client.publish(topic, payload, qos=0)
         if not response_topic:
             return
-        if not self._response_topic_allowed(response_topic):
-            log.info("MQTT: response topic %r refused (wildcards or another device topic)", response_topic)
+        if not response_topic_allowed(response_topic, topic):
+            log.info("MQTT: response topic %s refused: it must lie under %s/", json.dumps(response_topic),
+                     topic)
             return
-        properties = Properties(PacketTypes.PUBLISH)
-        correlation = getattr(request, "CorrelationData", None)
-        if correlation is not None:
-            properties.CorrelationData = correlation
         try:
             await client.publish(response_topic, payload, qos=0, properties=properties)
         except (ValueError, MqttCodeError) as exc:
-            log.info("MQTT: cannot reply on response topic %r: %s", response_topic, exc)
-
-    def _response_topic_allowed(self, topic: str) -> bool:
-        """A response topic may not hold wildcards nor point into this device's or discovery topics."""
-        if any(c in topic for c in "+#\0") or len(topic.encode()) > 1024:
-            return False
-        own = (self.topics.base + "/", self.settings.discovery_prefix + "/")
-        return topic == self.topics.cmd_reply or not topic.startswith(own)
+            log.info("MQTT: cannot reply on response topic %s: %s", json.dumps(response_topic), exc)
 
 
 async def mqtt_task(app: App) -> None:

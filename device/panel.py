@@ -26,7 +26,7 @@ red: a group of N blinks, then a pause, where N names the fault class (``FAULT_B
     3  air: OVER_PRESSURE, PRESSURE_NOT_RISING, PRESSURE_SENSOR_FAULT, VALVE_STUCK, PUMP_OVERRUN,
        COMPRESSION_TOO_LONG
     4  rollers: MOTOR_STALL
-    5  sensor bus: SENSOR_BUS_FAULT
+    5  sensor bus or storage: SENSOR_BUS_FAULT, STORAGE_FAULT
     6  control loop, power rail or anything else: CONTROL_LOOP_STALL, RELAY_WELDED, POWER_FAULT,
        unknown codes
 
@@ -93,6 +93,7 @@ FAULT_BLINKS: dict[str, int] = {
     "COMPRESSION_TOO_LONG": 3,
     "MOTOR_STALL": 4,
     "SENSOR_BUS_FAULT": 5,
+    "STORAGE_FAULT": 5,
     "CONTROL_LOOP_STALL": 6,
     "RELAY_WELDED": 6,
     "POWER_FAULT": 6,

@@ -20,6 +20,7 @@ export const FAULT_HELP = {
   RELAY_WELDED: "The power switch inside does not turn off. Switch the massager off at the wall and call service.",
   POWER_FAULT: "The 12 V supply is wrong. Check the power adapter is the original and firmly plugged in, then reset. " + CALL,
   SENSOR_BUS_FAULT: "The device lost contact with its sensors. Switch it off at the wall for 10 seconds, then on. " + CALL,
+  STORAGE_FAULT: "The device could not read back what it had stored (its SD card may be failing). Reset; if it comes back after a restart, call service to replace the card.",
   CONTROL_LOOP_STALL: "The device's control program stopped responding and made everything safe. Reset it. " + CALL,
 };
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,23 @@ class Watcher:
         reply = await self.wait_for(f"{BASE}/cmd/reply", after=mark, timeout=timeout)
         result: dict[str, Any] = reply.json()
         return result
+
+
+async def publish_elsewhere(port: int, topic: str, payloads: list[bytes], *, qos: int = 0,
+                            one_message: bool = False) -> None:
+    """Publish from another process (mosquitto_pub), as another client on another machine would: the
+    test's own event loop (shared with the firmware) stays free. One line per message, or stdin as one."""
+    for payload in payloads:
+        assert one_message or b"\n" not in payload, "one message per line"
+    binary = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
+    args = [binary, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", str(qos), "-V", "mqttv5"]
+    proc = await asyncio.create_subprocess_exec(
+        *args, "-s" if one_message else "-l", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    data = payloads[0] if one_message else b"".join(p + b"\n" for p in payloads)
+    _out, err = await asyncio.wait_for(proc.communicate(data), 120)
+    assert proc.returncode == 0 or one_message, err  # (a too-large message may end its connection)
 
 
 @contextlib.asynccontextmanager

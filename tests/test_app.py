@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from device.app import App
-from device.commands import Start
+from device.commands import ResetFault, Start
 from device.config import Config, load_config
 from device.panel import panel_task
 from device.persist import STATE_FILE
@@ -301,17 +301,27 @@ def test_app_usage_counters_and_preferences_persist_across_restart(tmp_path: Pat
     assert usage["run_s"].get("foot_rollers", 0.0) > 30.0
 
 
-def test_app_corrupt_state_file_starts_with_defaults_and_logs(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("content", [b"", b'{"preferences": {"intensity": 4, "chi', b"\x00" * 300])
+def test_app_unreadable_state_comes_up_latched_until_reset(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
 ) -> None:
+    """Zero-length, torn or NUL-filled: whether a fault was latched is unknown, so the device is latched."""
+    from device.commands import CommandError
+    from device.persist import STATE_COPY, STORAGE_FAULT
+
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    (state_dir / STATE_FILE).write_bytes(b'{"preferences": {"intensity": 4, "chi')  # torn by a power cut
+    (state_dir / STATE_FILE).write_bytes(content)  # the only copy (as the firmware before two copies left it)
     seen: dict[str, Any] = {}
 
     async def look(app: App) -> None:
+        await app.ready.wait()
         seen["state"] = app.device.state()
-        app.device.execute(Start(action="start"), source="test")  # and it works
+        with pytest.raises(CommandError, match="STORAGE_FAULT is latched"):
+            app.device.execute(Start(action="start"), source="test")
+        seen["outputs_off"] = app.rig is not None and app.rig.plant.all_off()
+        app.device.execute(ResetFault(action="reset_fault"), source="test")  # a reset acknowledges it
+        app.device.execute(Start(action="start"), source="test")  # and then it works
         await app.clock.sleep(5.0)
         seen["status"] = app.device.state()["status"]
         app.request_stop()
@@ -319,11 +329,14 @@ def test_app_corrupt_state_file_starts_with_defaults_and_logs(
     with caplog.at_level(logging.ERROR, logger="device.persist"):
         code, _app, _ = run_app(make_config(state_dir), {"look": look})
     assert code == 0
-    assert any("corrupt" in m for m in caplog.messages)
-    assert seen["state"]["intensity"] == 2 and seen["state"]["child_lock"] is False
-    assert seen["status"] == "running"
-    data = json.loads((state_dir / STATE_FILE).read_text())  # replaced by a whole file
-    assert data["usage"]["sessions"] == 1
+    assert seen["state"]["status"] == "fault" and seen["state"]["fault"]["code"] == STORAGE_FAULT
+    assert seen["outputs_off"] and seen["status"] == "running"
+    assert any("kept aside" in m for m in caplog.messages)
+    kept = [p for p in state_dir.iterdir() if p.name.startswith(f"{STATE_FILE}.damaged-")]
+    assert [p.read_bytes() for p in kept] == [content]
+    for name in (STATE_FILE, STATE_COPY):  # replaced by two whole copies
+        data = json.loads((state_dir / name).read_text())
+        assert data["usage"]["sessions"] == 1 and data["latched_fault"] is None
 
 
 def test_app_latched_fault_survives_a_restart_until_reset(tmp_path: Path) -> None:
@@ -407,3 +420,67 @@ def test_app_start_up_venting_a_full_zone_does_not_trip_the_deadman(tmp_path: Pa
         return out[0]
 
     assert asyncio.run(main()) is None
+
+
+def test_app_stored_fault_with_an_unknown_code_is_kept_as_it_was(tmp_path: Path) -> None:
+    """A fault code this firmware does not know (newer firmware, a downgrade) stays latched as it was."""
+    from device.commands import CommandError
+    from device.persist import LatchedFault, StateStore, StoredState
+
+    state_dir = tmp_path / "state"
+    stored = StoredState(latched_fault=LatchedFault(code="FUTURE_FAULT", message="from v9", since=1.7e9))
+    assert StateStore(state_dir).save(stored)
+    seen: dict[str, Any] = {}
+
+    async def look(app: App) -> None:
+        await app.ready.wait()
+        seen["fault"] = app.device.state()["fault"]
+        with pytest.raises(CommandError, match="FUTURE_FAULT is latched"):
+            app.device.execute(Start(action="start"), source="test")
+        app.device.execute(ResetFault(action="reset_fault"), source="test")
+        seen["after"] = app.device.state()["fault"]
+        app.request_stop()
+
+    code, _app, _ = run_app(make_config(state_dir), {"look": look})
+    assert code == 0
+    assert seen["fault"]["code"] == "FUTURE_FAULT" and seen["fault"]["since"] == 1.7e9
+    assert "from v9" in seen["fault"]["message"]
+    assert seen["after"] is None
+
+
+def test_app_fault_latched_on_a_full_disk_is_logged_kept_and_latched_after_a_restart(tmp_path: Path) -> None:
+    """The reserve makes room for the fault record: fault log and state hold it; state shows the disk full."""
+    from tests.test_persist import _fill, _small_filesystem
+
+    with _small_filesystem(tmp_path / "small", 512) as small:
+        config = make_config(small)
+        seen: dict[str, Any] = {}
+
+        async def trip(app: App) -> None:
+            await app.ready.wait()
+            assert app.rig is not None
+            app.store.flush()
+            _fill(small)
+            app.rig.plant.inject("i2c_dead")
+            while app.supervisor.latched is None:
+                await asyncio.sleep(0.05)
+            for _ in range(100):  # the writer thread keeps the record
+                if app.device.state()["storage_error"] is not None:
+                    break
+                await asyncio.sleep(0.05)
+            seen["storage_error"] = app.device.state()["storage_error"]
+            app.request_stop()
+
+        code, app, _ = run_app(config, {"trip": trip})
+        assert code == 0
+        assert seen["storage_error"] is not None and "reserve" in seen["storage_error"]
+        assert [e["code"] for e in app.fault_log.entries()] == ["SENSOR_BUS_FAULT"]
+
+        async def look(app: App) -> None:
+            await app.ready.wait()
+            seen["fault"] = app.device.state()["fault"]
+            app.request_stop()
+
+        code, _app, _ = run_app(config, {"look": look})
+        assert code == 0
+        assert seen["fault"] is not None and seen["fault"]["code"] == "SENSOR_BUS_FAULT"

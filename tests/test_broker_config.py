@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -49,21 +50,25 @@ class Client:
     """A paho MQTT 5 client on its own network thread, collecting what it receives."""
 
     def __init__(
-        self, port: int, user: str | None, password: str | None, *, ca_file: Path | None = None
+        self, port: int, user: str | None, password: str | None, *, ca_file: Path | None = None,
+        client_id: str = "",
     ) -> None:
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.retained: list[tuple[str, bytes]] = []
         self._connected = threading.Event()
         self._subscribed = threading.Event()
+        self.disconnected = threading.Event()
         self.connect_rc: ReasonCode | None = None
         self.granted: list[ReasonCode] = []
-        self.mqtt = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.mqtt = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.mqtt.on_disconnect = lambda *_args: self.disconnected.set()
         if user is not None:
             self.mqtt.username_pw_set(user, password)
         if ca_file is not None:
             self.mqtt.tls_set(ca_certs=str(ca_file))
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_subscribe = self._on_subscribe
-        self.mqtt.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, bytes(msg.payload)))
+        self.mqtt.on_message = self._on_message
         self.mqtt.connect("127.0.0.1", port)
         self.mqtt.loop_start()
         assert self._connected.wait(WAIT_S), "no CONNACK"
@@ -71,6 +76,11 @@ class Client:
     def _on_connect(self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
         self.connect_rc = rc
         self._connected.set()
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:
+            self.retained.append((msg.topic, bytes(msg.payload)))
+        self.messages.put((msg.topic, bytes(msg.payload)))
 
     def _on_subscribe(self, _c: object, _u: object, _mid: int, rcs: list[ReasonCode], _p: object) -> None:
         self.granted = rcs
@@ -88,7 +98,7 @@ class Client:
         assert self._subscribed.wait(WAIT_S), "no SUBACK"
         return not self.granted[0].is_failure
 
-    def publish(self, topic: str, payload: str, *, retain: bool = False) -> None:
+    def publish(self, topic: str, payload: str | bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1 and wait until the broker has taken it."""
         self.mqtt.publish(topic, payload, qos=1, retain=retain).wait_for_publish(WAIT_S)
 
@@ -160,8 +170,8 @@ def provisioned(tmp_path: Path) -> Iterator[Provisioned]:
     tls_port = free_port()
     conf = (REPO / "image/mosquitto/massager.conf").read_text()
     tls_conf = bundle("/etc/mosquitto/conf.d/massager-tls.conf").decode()
-    assert "listener 1883\n" in conf and "listener 8883\n" in tls_conf
-    conf = conf.replace("listener 1883\n", "") + tls_conf.replace(
+    assert "listener 1883 127.0.0.1\n" in conf and "listener 8883\n" in tls_conf
+    conf = conf.replace("listener 1883 127.0.0.1\n", "") + tls_conf.replace(
         "listener 8883", f"listener {tls_port} 127.0.0.1"
     )
     conf = conf.replace("/etc/mosquitto/certs/", f"{etc}/").replace("/etc/mosquitto/", f"{etc}/")
@@ -283,3 +293,100 @@ def test_tls_listener_takes_the_same_users(provisioned: Provisioned) -> None:
     anonymous = Client(provisioned.tls_port, None, None, ca_file=provisioned.ca_file)
     assert not anonymous.accepted
     anonymous.close()
+
+
+def test_broker_plain_mqtt_listens_on_loopback_only_and_the_network_gets_tls() -> None:
+    """docs/technician.md: plain MQTT for the firmware on the device, TLS for anything on the network."""
+    conf = (REPO / "image/mosquitto/massager.conf").read_text()
+    tls_conf = (REPO / "image/mosquitto/massager-tls.conf").read_text()
+    listeners = [line.split() for line in conf.splitlines() if line.startswith("listener")]
+    assert listeners == [["listener", "1883", "127.0.0.1"]]
+    assert [line for line in tls_conf.splitlines() if line.startswith("listener")] == ["listener 8883"]
+    assert "certfile" in tls_conf and "keyfile" in tls_conf
+    for text in (conf, tls_conf):  # a per-listener setting: after each listener line
+        assert text.index("use_username_as_clientid true") > text.index("listener")
+
+
+def test_broker_client_id_cannot_be_taken_over_with_the_phone_password(provisioned: Provisioned) -> None:
+    firmware = Client(provisioned.port, provisioned.device_user, provisioned.device_password,
+                      client_id=f"massager-{provisioned.device_id}")
+    assert firmware.accepted
+    assert firmware.subscribe(f"{provisioned.topic}/cmd")
+    for client_id in (f"massager-{provisioned.device_id}", provisioned.device_user, ""):
+        intruder = Client(provisioned.port, provisioned.phone_user, provisioned.phone_password,
+                          client_id=client_id)
+        assert intruder.accepted
+        intruder.close()
+    assert not firmware.disconnected.wait(1.0)  # never knocked off
+    phone = Client(provisioned.port, provisioned.phone_user, provisioned.phone_password)
+    phone.publish(f"{provisioned.topic}/cmd", '{"action": "stop"}')
+    assert firmware.receive() == (f"{provisioned.topic}/cmd", b'{"action": "stop"}')
+    phone.close()
+    firmware.close()
+
+
+def test_broker_disconnects_a_client_sending_a_large_packet_and_never_forwards_it(
+    provisioned: Provisioned, device: Client, phone: Client
+) -> None:
+    t = provisioned.topic
+    assert device.subscribe(f"{t}/cmd")
+    phone.mqtt.publish(f"{t}/cmd", b'{"action": "start", "pad": "' + b"x" * 200_000 + b'"}', qos=1)
+    assert phone.disconnected.wait(WAIT_S)
+    again = Client(provisioned.port, provisioned.phone_user, provisioned.phone_password)
+    again.publish(f"{t}/cmd", '{"action": "stop"}')
+    assert device.receive() == (f"{t}/cmd", b'{"action": "stop"}')  # the large one never came
+    again.close()
+
+
+def test_broker_retained_command_reaches_a_new_subscriber_flagged_retained(
+    provisioned: Provisioned, phone: Client
+) -> None:
+    """mosquitto cannot refuse retain on one topic: the flag arrives, and the firmware ignores such commands."""
+    t = provisioned.topic
+    phone.publish(f"{t}/cmd", '{"action": "start"}', retain=True)
+    late = Client(provisioned.port, provisioned.device_user, provisioned.device_password)
+    assert late.subscribe(f"{t}/cmd")
+    assert late.receive() == (f"{t}/cmd", b'{"action": "start"}')
+    assert late.retained == [(f"{t}/cmd", b'{"action": "start"}')]
+    phone.publish(f"{t}/cmd", "", retain=True)
+    late.close()
+
+
+async def test_broker_firmware_answers_on_the_response_topic_the_acl_grants(
+    provisioned: Provisioned, tmp_path: Path
+) -> None:
+    """MQTT 5 request/response with the shipped ACL: cmd/reply/phone1 works end to end; nothing else is used."""
+    import asyncio
+
+    import aiomqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from device.config import load_config
+    from tests.mqtt_support import running_firmware
+
+    config = load_config(None, {
+        "state_dir": str(tmp_path / "state"), "programs_dir": None, "device_id": provisioned.device_id,
+        "mqtt.host": "127.0.0.1", "mqtt.port": provisioned.port, "mqtt.username": provisioned.device_user,
+        "mqtt.password": provisioned.device_password,
+    })
+    t = provisioned.topic
+    async with running_firmware(config), aiomqtt.Client(
+        "127.0.0.1", provisioned.port, username=provisioned.phone_user, password=provisioned.phone_password,
+        protocol=aiomqtt.ProtocolVersion.V5,
+    ) as phone:
+        await phone.subscribe(f"{t}/cmd/reply/#", qos=1)
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = f"{t}/cmd/reply/phone1"
+        props.CorrelationData = b"c1"
+        await phone.publish(f"{t}/cmd", b'{"action": "stop", "id": "x"}', qos=1, properties=props)
+        got: dict[str, Any] = {}
+        async with asyncio.timeout(WAIT_S):
+            async for message in phone.messages:
+                got[str(message.topic)] = message
+                if len(got) == 2:
+                    break
+        assert set(got) == {f"{t}/cmd/reply", f"{t}/cmd/reply/phone1"}
+        response = got[f"{t}/cmd/reply/phone1"]
+        assert json.loads(response.payload)["id"] == "x"
+        assert response.properties is not None and response.properties.CorrelationData == b"c1"

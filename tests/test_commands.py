@@ -131,3 +131,18 @@ def test_commands_fresh_unit_starts_from_the_config_session_defaults(tmp_path: P
     seen = run_virtual(main())
     assert (seen["program"], seen["intensity"], seen["timer_min"]) == ("circulation", 4, 10)
     assert seen["started"] == "circulation"
+
+
+def test_commands_text_from_outside_is_escaped_in_errors() -> None:
+    from device.commands import CommandError, parse_command, printable, quote_field
+
+    assert printable("a\nb\r\x1b[2K\u2028c\u0085") == "a\\nb\\r\\x1b[2K\\u2028c\\x85"
+    assert printable("x" * 50, 10) == "xxxxxxx..."
+    assert quote_field("skip_zones") == "skip_zones"
+    assert quote_field("a\nCRITICAL x") == '"a\\nCRITICAL x"'
+    try:
+        parse_command({"action": "stop", "a\nCRITICAL device.safety: fault latched": 1})
+    except CommandError as exc:
+        text = str(exc)
+    assert text.isprintable() and text.startswith('"a\\nCRITICAL') and "unknown field" in text
+    assert CommandError("x\ny", "bad\nvalue").args[0] == "x\\ny: bad\\nvalue"

@@ -112,3 +112,28 @@ def test_faultlog_faults_command_unreadable_log(tmp_path: Path, capsys: pytest.C
     (tmp_path / "faults.jsonl").mkdir()  # a directory where the log should be: reading fails
     assert main(["faults", "--state-dir", str(tmp_path)]) == 1
     assert "cannot read the fault log" in capsys.readouterr().err
+
+
+def test_faultlog_faults_command_shows_bad_lines_and_bad_times_as_bad(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "faults.jsonl"
+    path.write_bytes(
+        b'{"code": "OVER_PRESSURE", "message": "far future", "since": 1e308}\n'
+        b'{"code": "X", "message": "far past", "since": -1e308}\n'
+        b'{"code": "MOTOR_STALL", "mess\n'
+        b'[1, 2]\n'
+        b'{"code": "A\\nCRITICAL forged", "message": "line\\u2028two\\u001b[2K", "since": 1.7e9}\n'
+    )
+    assert main(["faults", "--state-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 5, out  # one line per log line: nothing forged, nothing dropped
+    assert out[0].startswith("BAD TIME 1e+308") and "OVER_PRESSURE" in out[0]
+    assert out[1].startswith("BAD TIME -1e+308")
+    assert "BAD LINE" in out[2] and "line 3" in out[2] and "torn" in out[2]
+    assert "BAD LINE" in out[3] and "line 4" in out[3] and "not a JSON object" in out[3]
+    assert "A\\nCRITICAL forged" in out[4] and "\x1b" not in out[4] and "\u2028" not in out[4]
+    assert main(["faults", "--json", "--state-dir", str(tmp_path)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown[0]["since"] == 1e308
+    assert shown[2]["bad_line"] == 3 and shown[2]["file"] == str(path) and "torn" in shown[2]["problem"]

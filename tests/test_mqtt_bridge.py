@@ -16,7 +16,15 @@ from paho.mqtt.properties import Properties
 from device.commands import MAX_PAYLOAD_BYTES
 from device.mqtt import MqttBridge
 from tests.conftest import Broker
-from tests.mqtt_support import BASE, DEVICE_ID, SCALE, mqtt_config, running_firmware, watching
+from tests.mqtt_support import (
+    BASE,
+    DEVICE_ID,
+    SCALE,
+    mqtt_config,
+    publish_elsewhere,
+    running_firmware,
+    watching,
+)
 
 STATE_FIELDS = {"status", "program", "intensity", "heat", "timer_min", "remaining_s", "temperature_c",
                 "pressure_mmhg", "outputs", "fault", "child_lock"}
@@ -230,18 +238,34 @@ async def test_mqtt5_reply_goes_to_the_response_topic_with_correlation_data(
     async with running_firmware(config), watching(broker.port, f"{BASE}/#", "phone/42/#") as w:
         await w.wait_for(f"{BASE}/state")
         props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = "phone/42/reply"
+        props.ResponseTopic = f"{BASE}/cmd/reply/phone1"  # what docs/technician.md prescribes, the ACL grants
         props.CorrelationData = b"corr-1"
         await w.command({"action": "pause", "id": "p"}, properties=props)
-        response = await w.wait_for("phone/42/reply")
+        response = await w.wait_for(f"{BASE}/cmd/reply/phone1")
         assert json.loads(response.payload)["id"] == "p"
         assert response.properties is not None and response.properties.CorrelationData == b"corr-1"
-        # a response topic inside the device's own topics is not used
-        props.ResponseTopic = f"{BASE}/state"
-        mark = len(w.seen)
-        await w.command({"action": "stop", "id": "q"}, properties=props)
-        await asyncio.sleep(0.3)
-        assert not any(s.topic == f"{BASE}/state" and b'"ok"' in s.payload for s in w.seen[mark:])
+        # a response topic outside cmd/reply/ (the device's own state, another client's topic) is not used
+        for outside in (f"{BASE}/state", "phone/42/reply", f"{BASE}/cmd/reply/+", f"{BASE}/cmd/replyx"):
+            props.ResponseTopic = outside
+            mark = len(w.seen)
+            assert (await w.command({"action": "stop", "id": "q"}, properties=props))["ok"]
+            await asyncio.sleep(0.3)
+            others = [s for s in w.seen[mark:] if s.topic != f"{BASE}/cmd/reply"]
+            assert not any(b'"ok"' in s.payload for s in others), outside
+
+
+async def test_mqtt5_response_topic_equal_to_cmd_reply_gets_one_reply(broker: Broker, tmp_path: Path) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config), watching(broker.port, f"{BASE}/cmd/reply/#") as w:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = f"{BASE}/cmd/reply"
+        props.CorrelationData = b"c-8"
+        reply = await w.command({"action": "stop", "id": "one"}, properties=props)
+        assert reply["id"] == "one"
+        await asyncio.sleep(0.5)
+        replies = [s for s in w.seen if b'"one"' in s.payload]
+        assert len(replies) == 1, replies  # not one plain and one for the response topic
+        assert replies[0].properties is not None and replies[0].properties.CorrelationData == b"c-8"
 
 
 class _BusyBridge(MqttBridge):
@@ -306,7 +330,8 @@ async def test_mqtt_command_flood_is_rate_limited_without_starving_the_loop(
 
 async def test_mqtt_home_assistant_online_republishes_discovery(broker: Broker, tmp_path: Path) -> None:
     config = mqtt_config(tmp_path, broker.port)
-    async with running_firmware(config), watching(broker.port, f"homeassistant/+/{DEVICE_ID}/+/config") as w:
+    topic = f"homeassistant/+/{DEVICE_ID}/+/config"
+    async with running_firmware(config, discovery_min_gap_s=1.0), watching(broker.port, topic) as w:
         await w.wait_for(f"homeassistant/binary_sensor/{DEVICE_ID}/fault/config")
         await asyncio.sleep(0.3)
         mark = len(w.seen)
@@ -361,3 +386,178 @@ async def test_mqtt_password_is_never_logged(
         await w.wait_for(f"{BASE}/availability", lambda s: s.payload == b"online")
     assert "s3cr3t-Pa55" not in caplog.text
     assert "connected to 127.0.0.1" in caplog.text
+
+
+async def test_mqtt_retained_command_is_ignored_with_a_reply_and_never_replays(
+    broker: Broker, tmp_path: Path
+) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with watching(broker.port, f"{BASE}/cmd/reply") as w:
+        await w.client.publish(f"{BASE}/cmd", b'{"action": "start", "id": "r1"}', qos=1, retain=True)
+        for _restart in range(2):  # every connect (a restart, a reconnect) gets the retained message again
+            mark = len(w.seen)
+            async with running_firmware(config) as fw:
+                reply = (await w.wait_for(f"{BASE}/cmd/reply", after=mark)).json()
+                assert reply["id"] == "r1" and reply["ok"] is False
+                assert "retained command ignored" in reply["error"]
+                await asyncio.sleep(0.3)
+                assert fw.app.device.state()["status"] == "idle"
+                assert fw.app.rig is not None and fw.app.rig.plant.all_off()
+        await w.client.publish(f"{BASE}/cmd", b"", qos=1, retain=True)  # clear it
+
+
+async def test_mqtt_oversize_message_never_reaches_the_firmware(broker: Broker, tmp_path: Path) -> None:
+    from device.mqtt import MAX_PACKET_BYTES
+
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/cmd/reply") as w:
+        assert (await w.command({"action": "start", "program": "relax"}))["ok"]
+        ticks = fw.app.controller.stats.ticks
+        mark = len(w.seen)
+        huge = b'{"action":"stop","pad":"' + b"x" * 4_000_000 + b'"}'
+        await publish_elsewhere(broker.port, f"{BASE}/cmd", [huge], qos=1, one_message=True)
+        reply = await w.command({"action": "stop", "id": "after"}, timeout=20)
+        assert reply == {"id": "after", "ok": True, "error": None}
+        assert fw.bridge.incoming is not None and fw.bridge.incoming.largest <= MAX_PACKET_BYTES
+        assert [s.json()["id"] for s in w.seen[mark:] if s.topic == f"{BASE}/cmd/reply"] == ["after"]
+        assert fw.app.controller.stats.ticks > ticks and fw.app.supervisor.latched is None
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+async def test_mqtt_stop_after_a_flood_of_10000_messages_is_executed_and_answered(
+    broker: Broker, tmp_path: Path, qos: int
+) -> None:
+    """Another client floods ``cmd``; the phone's stop still runs (never rate-limited, never dropped)."""
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/cmd/reply") as phone:
+        assert (await phone.command({"action": "start", "program": "relax"}))["ok"]
+        junk = [b'{"action": "set", "intensity": 3}', b"junk", b'{"action": "start"}', b"[]"] * 2500
+        await publish_elsewhere(broker.port, f"{BASE}/cmd", junk, qos=qos)  # 10,000 from another client
+        stops: list[str] = []  # the session's status right after each stop ran
+        session = fw.app.session
+        fw.app.device.subscribe(lambda reason: stops.append(str(session.status)) if reason == "stop" else None)
+        mark = len(phone.seen)
+        await phone.client.publish(f"{BASE}/cmd", b'{"action": "stop", "id": "stop-1"}', qos=1)
+        reply = await phone.wait_for(f"{BASE}/cmd/reply", lambda s: s.json()["id"] == "stop-1",
+                                     after=mark, timeout=60)
+        assert reply.json() == {"id": "stop-1", "ok": True, "error": None}
+        # Stopped (the flood's own queued "start"s may begin a new session afterwards: the flooder may
+        # send start). On a machine starved of CPU the deadman may have latched CONTROL_LOOP_STALL before
+        # the stop arrived: then the session was already off, and no other fault is acceptable.
+        latched = fw.app.supervisor.latched
+        assert stops[:1] in (["finishing"], ["idle"]) or (
+            latched is not None and latched.code == "CONTROL_LOOP_STALL"), (stops, latched)
+
+
+async def test_mqtt_pause_and_stop_are_never_rate_limited(broker: Broker, tmp_path: Path) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config, command_rate_per_s=1.0, command_burst=1) as fw, \
+            watching(broker.port, f"{BASE}/cmd/reply") as w:
+        assert (await w.command({"action": "start", "program": "relax"}))["ok"]
+        limited = await w.command({"action": "set", "intensity": 4})
+        assert not limited["ok"] and "rate limited" in limited["error"]
+        assert (await w.command({"action": "pause", "id": "p"}))["ok"]
+        assert fw.app.device.state()["status"] == "paused"
+        assert (await w.command({"action": "stop", "id": "s"}))["ok"]
+        assert fw.app.device.state()["status"] in ("finishing", "idle")
+
+
+async def test_mqtt_home_assistant_online_burst_republishes_discovery_at_most_once_per_gap(
+    broker: Broker, tmp_path: Path
+) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    topic = f"homeassistant/+/{DEVICE_ID}/+/config"
+    async with running_firmware(config, discovery_min_gap_s=2.0) as fw, \
+            watching(broker.port, topic, f"{BASE}/cmd/reply") as w:
+        await w.wait_for(f"homeassistant/binary_sensor/{DEVICE_ID}/fault/config")
+        mark = len(w.seen)
+        for _ in range(300):
+            await w.client.publish("homeassistant/status", b"online")
+        reply = await w.command({"action": "stop", "id": "s"})
+        assert reply["ok"]
+        await asyncio.sleep(3.0)
+        configs = [s for s in w.seen[mark:] if s.topic.startswith("homeassistant/")]
+        assert len(configs) <= 2 * ENTITIES, len(configs)  # 300 "online": at most one round now, one later
+        assert fw.bridge.discovery_rounds <= 3
+
+
+async def test_mqtt_field_name_with_a_newline_cannot_forge_a_log_line(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    config = mqtt_config(tmp_path, broker.port)
+    forged = "x\nCRITICAL device.safety: fault latched: OVER_TEMPERATURE\r\x1b[2K\u2028"
+    async with running_firmware(config), watching(broker.port, f"{BASE}/cmd/reply") as w:
+        reply = await w.command(json.dumps({"action": "stop", forged: 1, "id": "inj"}).encode())
+        value = await w.command(json.dumps({"action": "set", "program": forged}).encode())
+    assert not reply["ok"] and "unknown field" in reply["error"]
+    for error in (reply["error"], value["error"]):
+        assert error.isprintable(), error
+    for record in caplog.records:
+        assert "\n" not in record.getMessage() and "\x1b" not in record.getMessage(), record.getMessage()
+
+
+class _FullDisk:
+    """A file layer whose disk is full: every state write fails with ENOSPC."""
+
+    def __getattr__(self, name: str) -> Any:
+        from device.persist import FileLayer
+
+        return getattr(FileLayer(), name)
+
+    def write_atomic(self, path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+
+async def test_mqtt_set_that_cannot_be_saved_is_refused_changes_nothing_and_state_says_why(
+    broker: Broker, tmp_path: Path
+) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/#") as w:
+        before = fw.app.device.state()
+        fw.app.store.files = _FullDisk()  # type: ignore[assignment]
+        reply = await w.command({"action": "set", "intensity": 5 if before["intensity"] != 5 else 1, "id": "s"})
+        assert reply["ok"] is False and "could not be saved" in reply["error"], reply
+        state = await w.wait_state(lambda s: s["storage_error"] is not None)
+        assert "No space left" in state["storage_error"]
+        assert state["intensity"] == before["intensity"]
+        assert fw.app.device.stored.preferences.intensity == before["intensity"]
+        assert (await w.command({"action": "stop"}))["ok"]  # stopping never depends on storage
+
+
+class _SlowCard:
+    """A file layer that holds every state write until the test lets it go (a slow or stuck SD card)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        from device.persist import FileLayer
+
+        return getattr(FileLayer(), name)
+
+    def write_atomic(self, path: Path, data: bytes) -> None:
+        from device.persist import atomic_write
+
+        assert self.release.wait(30)
+        atomic_write(path, data)
+
+
+async def test_mqtt_stop_runs_while_a_set_waits_for_a_slow_sd_card(broker: Broker, tmp_path: Path) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/cmd/reply") as w:
+        assert (await w.command({"action": "start", "program": "relax"}))["ok"]
+        card = _SlowCard()
+        fw.app.store.files = card  # type: ignore[assignment]
+        mark = len(w.seen)
+        await w.client.publish(f"{BASE}/cmd", b'{"action": "set", "intensity": 4, "id": "set"}', qos=1)
+        await asyncio.sleep(0.3)
+        stop = await w.command({"action": "stop", "id": "stop"})  # while the set's write hangs
+        assert stop == {"id": "stop", "ok": True, "error": None}
+        assert fw.app.device.state()["status"] in ("finishing", "idle")
+        assert not any(s.json()["id"] == "set" for s in w.seen[mark:])  # not answered before it is kept
+        card.release.set()
+        done = await w.wait_for(f"{BASE}/cmd/reply", lambda s: s.json()["id"] == "set", after=mark)
+        assert done.json() == {"id": "set", "ok": True, "error": None}

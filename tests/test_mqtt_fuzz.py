@@ -1,4 +1,6 @@
-"""Fuzzing the command path: random bytes and JSON never crash the device and never act when invalid."""
+"""Fuzzing the command path against a contract oracle: every payload is executed exactly as docs/mqtt.md says
+or refused with a reason, and a refused one changes no setting and no output; through a real mosquitto too,
+with retained and oversize messages, MQTT 5 response topics, and a flood followed by stop."""
 
 from __future__ import annotations
 
@@ -12,12 +14,94 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from device.app import App
 from device.commands import ACTIONS
 from drivers.clock import VirtualClock
 from tests.conftest import Broker
-from tests.mqtt_support import BASE, mqtt_config, running_firmware, watching
+from tests.mqtt_support import BASE, mqtt_config, publish_elsewhere, running_firmware, watching
+
+ZONES = ("foot", "ankle", "calf")
+FIELDS = {"start": {"program", "intensity", "heat", "heat_target_c", "timer_min"},
+          "set": {"program", "intensity", "heat", "heat_target_c", "timer_min", "skip_zones"}}
+CHANGING = ("program", "intensity", "heat", "timer_min", "skip_zones")
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+Outcome = tuple[dict[str, Any] | None, set[str]]
+
+
+def contract(before: dict[str, Any], document: Any, programs: set[str]) -> Outcome:
+    """What docs/mqtt.md says ``document`` does from state ``before``, written independently of the firmware:
+    (the expected settings and status, set()) when executed; (None, the fields a refusal may name) when not."""
+    if not isinstance(document, dict):
+        return None, set()
+    action = document.get("action")
+    if action not in ACTIONS:
+        return None, {"action"}
+    bad = {k for k in document if k not in FIELDS.get(action, set()) | {"action", "id"}}
+    value = document.get("id")
+    if value is not None and not (isinstance(value, str) and len(value) <= 128):
+        bad.add("id")
+    checks = {
+        "program": lambda v: isinstance(v, str) and 1 <= len(v) <= 40,
+        "intensity": lambda v: _int_in(v, 1, 5),
+        "heat": lambda v: isinstance(v, bool),
+        "timer_min": lambda v: _int_in(v, 5, 30),
+        "heat_target_c": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 35 <= v <= 42,
+        "skip_zones": lambda v: isinstance(v, list) and len(v) <= 3 and all(z in ZONES for z in v),
+    }
+    for name, ok in checks.items():
+        if name in document and document[name] is not None and not ok(document[name]):
+            bad.add(name)
+    if bad:
+        return None, bad
+    status, latched = before["status"], before["fault"] is not None
+    if latched and action not in ("stop", "reset_fault"):
+        return None, {"action"}
+    allowed = {"start": ("idle",), "pause": ("running",), "resume": ("paused",),
+               "set": ("idle", "running", "paused"), "reset_fault": ()}
+    if action in allowed and status not in allowed[action]:
+        return None, {"action"}
+    if document.get("program") is not None and document["program"] not in programs:
+        return None, {"program"}
+    after = {k: before[k] for k in ("status", *CHANGING)}
+    for name in CHANGING:
+        if document.get(name) is not None:
+            after[name] = sorted(set(document[name])) if name == "skip_zones" else document[name]
+    after["skip_zones"] = sorted(after["skip_zones"])
+    after["status"] = {"start": "running", "pause": "paused", "resume": "running"}.get(action, status)
+    if action == "stop" and status in ("running", "paused"):
+        after["status"] = "finishing|idle"
+    return after, set()
+
+
+def check_against_contract(before: dict[str, Any], after_state: dict[str, Any], document: Any,
+                           reply: dict[str, Any], programs: set[str]) -> None:
+    """The reply and the state after one command are what the contract says."""
+    expected, fields = contract(before, document, programs)
+    assert set(reply) == {"id", "ok", "error"}, reply
+    if expected is None:
+        assert reply["ok"] is False, (document, reply)
+        assert isinstance(reply["error"], str) and reply["error"] and reply["error"].isprintable()
+        if fields:
+            named = {f for f in fields if f in reply["error"] or json.dumps(f) in reply["error"]}
+            assert named, (document, reply, fields)  # field names from outside appear quoted and escaped
+        for key in ("status", *CHANGING):
+            assert after_state[key] == before[key], (key, document, reply)
+        return
+    assert reply == {"id": document.get("id"), "ok": True, "error": None}, (document, reply)
+    got = {k: after_state[k] for k in ("status", *CHANGING)}
+    got["skip_zones"] = sorted(got["skip_zones"])
+    if expected["status"] == "finishing|idle":
+        assert got.pop("status") in ("finishing", "idle"), document
+        expected = {k: v for k, v in expected.items() if k != "status"}
+    assert got == expected, (document, before)
 
 SETTINGS = ("status", "program", "intensity", "heat", "timer_min", "skip_zones", "fault", "child_lock")
 
@@ -119,24 +203,35 @@ def test_mqtt_fuzz_random_json_never_crash_nor_act(idle: IdleDevice, document: A
     _check_refused(idle, json.dumps(document).encode())
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(document=command_like)
-def test_mqtt_fuzz_command_shaped_json_acts_only_when_valid(idle: IdleDevice, document: dict[str, Any]) -> None:
+good_values = {
+    "program": st.sampled_from(["relax", "circulation", "percussion"]), "intensity": st.integers(1, 5),
+    "heat": st.booleans(), "timer_min": st.integers(5, 30),
+    "skip_zones": st.lists(st.sampled_from(ZONES), max_size=3), "id": st.none() | st.text(max_size=8),
+}
+valid_leaning = st.fixed_dictionaries(
+    {"action": st.sampled_from(ACTIONS)},
+    optional={name: st.one_of(good, good, field_values) for name, good in good_values.items()},
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(documents=st.lists(st.one_of(valid_leaning, valid_leaning, command_like), min_size=1, max_size=4))
+def test_mqtt_fuzz_command_sequences_follow_the_contract(
+    idle: IdleDevice, documents: list[dict[str, Any]]
+) -> None:
     app = idle.app
-    before = _settings(app)
-    reply = app.device.handle_payload(json.dumps(document).encode(), source="fuzz")
-    assert set(reply.as_dict()) == {"id", "ok", "error"}
-    if not reply.ok:
-        assert reply.error
-        assert _settings(app) == before, (document, reply)
-        return
-    assert document["action"] in ACTIONS
-    assert set(document) - {"action", "id"} <= {"program", "intensity", "heat", "timer_min", "skip_zones"}
-    state = app.device.state()
-    assert 1 <= state["intensity"] <= 5 and 5 <= state["timer_min"] <= 30
-    if document["action"] == "start":
-        assert state["status"] == "running"
-    if state["status"] != "idle":
+    assert app.rig is not None
+    programs = set(app.library.names())
+    for document in documents:
+        before = app.device.state()
+        outputs = _loads(app)
+        reply = app.device.handle_payload(json.dumps(document).encode(), source="fuzz").as_dict()
+        after = app.device.state()
+        check_against_contract(before, after, document, reply, programs)
+        if not reply["ok"]:
+            assert _loads(app) == outputs  # a refused command never changes an output
+        idle.step()
+    if app.device.state()["status"] != "idle":
         idle.settle()
 
 
@@ -178,3 +273,77 @@ async def test_mqtt_fuzz_through_the_broker_every_message_gets_a_reply_nothing_a
         assert _settings(fw.app) == before
         assert rig.plant.all_off()
         assert fw.app.supervisor.latched is None
+
+
+def _random_document(rng: random.Random) -> Any:
+    """A command-shaped document, valid or not, with a unique usable id most of the time."""
+    document: dict[str, Any] = {"action": rng.choice([*ACTIONS, "explode", "START"])}
+    choices = {
+        "program": ["relax", "circulation", "nope", "", 3, None],
+        "intensity": [1, 3, 5, 0, 6, 2.0, True, "3", None],
+        "heat": [True, False, "yes", 1, None],
+        "timer_min": [5, 15, 30, 4, 31, "10", None],
+        "skip_zones": [[], ["calf"], ["foot", "foot"], ["knee"], "calf", None],
+        "bogus": [1],
+        "a\nCRITICAL forged": [1],
+    }
+    for name in rng.sample(sorted(choices), rng.randrange(3)):
+        document[name] = rng.choice(choices[name])
+    return document
+
+
+async def test_mqtt_fuzz_through_the_broker_follows_the_contract(broker: Broker, tmp_path: Path) -> None:
+    """Random commands (some retained, some with MQTT 5 response topics), oversize messages, and finally a
+    flood from another client followed by stop, through a real mosquitto."""
+    rng = random.Random(13)
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config, command_rate_per_s=1000.0, command_burst=1000) as fw, \
+            watching(broker.port, f"{BASE}/cmd/reply/#") as w:
+        rig = fw.app.rig
+        assert rig is not None
+        programs = set(fw.app.library.names())
+        await asyncio.sleep(0.3)
+        for n in range(150):
+            kind = rng.random()
+            before = fw.app.device.state()
+            outputs = _loads(fw.app)
+            if kind < 0.08:  # oversize: the broker never delivers it (MQTT 5 maximum packet size)
+                await w.client.publish(f"{BASE}/cmd", b'{"action":"start","p":"' + b"x" * 20000 + b'"}', qos=1)
+                continue
+            document = _random_document(rng)
+            document["id"] = f"f{n}"
+            props, response_topic = None, None
+            if rng.random() < 0.3:
+                response_topic = rng.choice([f"{BASE}/cmd/reply/p{n}", f"{BASE}/state", f"other/{n}",
+                                             f"{BASE}/cmd/reply/#", f"{BASE}/cmd/reply"])
+                props = Properties(PacketTypes.PUBLISH)
+                props.ResponseTopic = response_topic
+                props.CorrelationData = f"c{n}".encode()
+            mark = len(w.seen)
+            await w.client.publish(f"{BASE}/cmd", json.dumps(document).encode(), qos=1, properties=props,
+                                   retain=rng.random() < 0.1)  # live: acts as sent, never replayed
+            seen = await w.wait_for(f"{BASE}/cmd/reply", lambda s, i=f"f{n}": s.json()["id"] == i, after=mark)
+            reply = seen.json()
+            check_against_contract(before, fw.app.device.state(), document, reply, programs)
+            if not reply["ok"] and before["status"] in ("idle", "fault"):  # (a session moves its outputs)
+                assert _loads(fw.app) == outputs
+            await asyncio.sleep(0.05)
+            extra = [s for s in w.seen[mark:] if s.topic != f"{BASE}/cmd/reply" and b'"f%d"' % n in s.payload]
+            if response_topic is not None and response_topic.startswith(f"{BASE}/cmd/reply/p"):
+                assert [s.topic for s in extra] == [response_topic], extra
+                assert extra[0].properties is not None and extra[0].properties.CorrelationData == b"c%d" % n
+            else:
+                assert extra == [], (response_topic, extra)
+            if response_topic == f"{BASE}/cmd/reply":
+                assert len([s for s in w.seen[mark:] if b'"f%d"' % n in s.payload]) == 1
+        assert fw.bridge.incoming is not None and fw.bridge.incoming.largest <= 8192
+        if fw.app.device.state()["status"] not in ("running", "paused") and fw.app.supervisor.latched is None:
+            assert (await w.command({"action": "start", "program": "relax"}))["ok"]
+        junk = [_random_payload(rng).replace(b"\n", b" ") for _ in range(2000)]
+        await publish_elsewhere(broker.port, f"{BASE}/cmd", [j for j in junk if j] or [b"junk"], qos=0)
+        mark = len(w.seen)
+        await w.client.publish(f"{BASE}/cmd", b'{"action": "stop", "id": "last"}', qos=1)
+        stop = await w.wait_for(f"{BASE}/cmd/reply", lambda s: s.json()["id"] == "last", after=mark,
+                                timeout=60)
+        assert stop.json()["ok"]
+        assert fw.app.device.state()["status"] in ("finishing", "idle", "fault")

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+from aiomqtt import Message
 from aiomqtt.exceptions import MqttCodeError, MqttConnectError, MqttError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device.discovery import DeviceTopics
-from device.mqtt import TokenBucket, _broker_trouble, backoff_s, expiry_problem, is_auth_refusal
+from device.mqtt import (
+    URGENT_QUEUE_MAX,
+    TokenBucket,
+    TriageQueue,
+    _broker_trouble,
+    backoff_s,
+    expiry_problem,
+    is_auth_refusal,
+    response_topic_allowed,
+    urgent_action,
+)
 
 
 class _Time:
@@ -96,3 +108,59 @@ def test_device_topics_follow_the_contract() -> None:
         "massager/abc/availability", "massager/abc/state", "massager/abc/cmd", "massager/abc/cmd/reply")
     assert (t.sim_fault, t.sim_fault_reply, t.sim_plant) == (
         "massager/abc/sim/fault", "massager/abc/sim/fault/reply", "massager/abc/sim/plant")
+
+
+def _message(payload: bytes, *, topic: str = "massager/t1/cmd", retain: bool = False) -> Message:
+    return Message(topic, payload, qos=1, retain=retain, mid=1, properties=None)
+
+
+def test_urgent_action_is_a_cheap_look_at_fresh_cmd_messages() -> None:
+    cmd = "massager/t1/cmd"
+    assert urgent_action(cmd, b'{"action": "stop"}', False, cmd) == "stop"
+    assert urgent_action(cmd, b'{"action":"pause","id":"x"}', False, cmd) == "pause"
+    assert urgent_action(cmd, b'{"action": "stop"}', True, cmd) is None  # retained: never executed
+    assert urgent_action("massager/t1/sim/fault", b'{"action": "stop"}', False, cmd) is None
+    assert urgent_action(cmd, b'{"action": "start", "note": "stop"}', False, cmd) is None
+    assert urgent_action(cmd, b'{"action": "stop"' + b" " * 5000 + b"}", False, cmd) is None  # oversize
+    assert urgent_action(cmd, b"stop", False, cmd) is None
+
+
+async def test_triage_queue_puts_stop_and_pause_first_and_never_drops_them_behind_a_flood(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Queue(TriageQueue):
+        command_topic = "massager/t1/cmd"
+
+    queue = Queue(maxsize=10)
+    for n in range(100):  # a flood: ten wait, ninety are dropped and counted, with one warning
+        queue.put_nowait(_message(b'{"action": "set", "intensity": %d}' % (n % 5 + 1)))
+    queue.put_nowait(_message(b'{"action": "pause", "id": "p"}'))
+    queue.put_nowait(_message(b'{"action": "stop", "id": "s"}'))
+    assert queue.dropped == 90 and queue.qsize() == 12
+    assert len([r for r in caplog.records if "flood" in r.getMessage()]) == 1
+    assert (await queue.get()).payload == b'{"action": "pause", "id": "p"}'
+    assert (await queue.get()).payload == b'{"action": "stop", "id": "s"}'
+    assert b"set" in (await queue.get()).payload
+
+
+def test_triage_queue_a_stop_pushes_out_a_waiting_pause_never_a_stop() -> None:
+    class Queue(TriageQueue):
+        command_topic = "massager/t1/cmd"
+
+    queue = Queue(maxsize=10)
+    for _ in range(URGENT_QUEUE_MAX - 1):
+        queue.put_nowait(_message(b'{"action": "stop"}'))
+    queue.put_nowait(_message(b'{"action": "pause"}'))
+    queue.put_nowait(_message(b'{"action": "stop", "id": "last"}'))  # full: the pause makes room
+    waiting = [queue.get_nowait().payload for _ in range(queue.qsize())]
+    assert b'{"action": "pause"}' not in waiting and waiting[-1] == b'{"action": "stop", "id": "last"}'
+    assert queue.dropped == 1
+
+
+def test_response_topics_only_under_the_reply_topic() -> None:
+    reply = "massager/t1/cmd/reply"
+    assert response_topic_allowed(f"{reply}/phone1", reply)
+    assert response_topic_allowed(f"{reply}/a/b", reply)
+    for topic in (reply, f"{reply}/", f"{reply}x", f"{reply}/+", f"{reply}/#", "phone/42/reply",
+                  "massager/t1/state", "massager/other/cmd", f"{reply}/\0"):
+        assert not response_topic_allowed(topic, reply), topic

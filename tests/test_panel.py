@@ -218,6 +218,7 @@ def test_panel_program_cycles_when_idle_and_is_remembered(state_dir: Path) -> No
         await p.press("program")
         assert p.state["program"] == names[1] and p.state["status"] == "idle"
         assert p.plant.all_off()
+        p.app.store.flush()  # (the writer thread keeps the file)
         assert _stored_prefs(state_dir)["program"] == names[1]
 
     run_panel(make_config(state_dir), script)

@@ -245,7 +245,7 @@ def test_provision_carries_a_tls_listener_when_given_a_certificate(image: Path, 
     cert.write_text("-----BEGIN CERTIFICATE-----\nfake\n")
     key.write_text("-----BEGIN PRIVATE KEY-----\nfake\n")
     sheet = sheet_of(provision(image, "--tls-cert", cert, "--tls-key", key))
-    assert sheet["broker"] == {"host": f"{sheet['device_id']}.local", "port": 1883, "tls_port": 8883}
+    assert sheet["broker"] == {"host": f"{sheet['device_id']}.local", "port": None, "tls_port": 8883}
     assert (
         bundle_file(image, "/etc/mosquitto/conf.d/massager-tls.conf")
         == (REPO / "image/mosquitto/massager-tls.conf").read_text()

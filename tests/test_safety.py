@@ -538,7 +538,7 @@ def test_safety_fault_as_dict_is_the_public_form() -> None:
 
 def test_safety_fault_codes_are_their_names() -> None:
     assert all(code.value == code.name for code in FaultCode)
-    assert len(FaultCode) == 17
+    assert len(FaultCode) == 18
 
 
 def test_safety_needs_thermistor_names(config: Config) -> None:
@@ -575,3 +575,10 @@ def test_safety_low_duty_stall_above_the_per_duty_limit_trips_after_half_a_secon
 def test_safety_per_duty_stall_rule_ignores_very_low_duty(supervisor: Supervisor) -> None:
     # at duty 0.05 the ratio is meaningless (0.3 A would read as 6 A per unit of duty)
     assert feed(supervisor, 2.0, _rollers(0.05, 0.3)) is None
+
+
+def test_safety_vented_zone_reading_below_zero_is_a_sensor_fault(supervisor: Supervisor) -> None:
+    """Open to the air a zone reads zero: a reading well below it means the sensor's zero drifted."""
+    assert feed(supervisor, 5.0, lambda t: make_sample(t, pressure={"calf": -4.0})) is None
+    fault = feed(supervisor, 5.0, lambda t: make_sample(5.0 + t, pressure={"calf": -8.0}))
+    assert fault is not None and fault.code is FaultCode.PRESSURE_SENSOR_FAULT and "calf" in fault.message

@@ -316,3 +316,52 @@ def test_slow_common_mode_drift_is_the_documented_residual_held_by_the_thermal_c
             unit.tick()
             hottest = max(hottest, unit.plant.pad_c)
         assert (hottest <= PAD_MAX_C) is bounded, (cutoff, hottest, unit.faults)
+
+
+def _corner(pump: float, volume: float, heater: float, air_c: float, skin_c: float) -> PlantParams:
+    nominal = PlantParams()
+    return PlantParams(
+        pump_flow=nominal.pump_flow * pump,
+        zone_volume={z: v * volume for z, v in nominal.zone_volume.items()},
+        heater_full_c_per_s=nominal.heater_full_c_per_s * heater,
+        air_c=air_c, skin_c=skin_c, leak_per_s=0.02,
+        vent_tau_s=nominal.vent_tau_s * (1.25 if volume > 1 else 0.8),
+    )
+
+
+CORNERS = {  # the ends of the documented ranges (drivers/sim/plant.py PLANT_RANGES)
+    "weak-pump-big-bags-cold": _corner(0.75, 1.15, 0.85, 15.0, 30.0),
+    "strong-pump-small-bags-hot": _corner(1.25, 0.85, 1.15, 30.0, 34.0),
+    "weak-pump-big-bags-hot": _corner(0.75, 1.15, 1.15, 30.0, 34.0),
+    "strong-pump-small-bags-cold": _corner(1.25, 0.85, 0.85, 15.0, 30.0),
+}
+
+
+# Every program at some corner, each corner twice (all 28 pairs pass: checked when this was written;
+# the campaign draws the rest).
+CORNER_RUNS = [(corner, PROGRAMS[(i * 2 + k) % len(PROGRAMS)])
+               for i, corner in enumerate(sorted(CORNERS)) for k in range(2)]
+
+
+@pytest.mark.parametrize(("corner", "program"), CORNER_RUNS)
+def test_plant_corners_run_every_program_without_a_trip(make_unit: object, corner: str, program: str) -> None:
+    unit: SimUnit = make_unit(CORNERS[corner])  # type: ignore[operator]
+    assert unit.command(action="start", program=program, intensity=5, heat=True, heat_target_c=42.0,
+                        timer_min=5).ok
+    unit.run(320.0, until=lambda: unit.app.session.snapshot().status == "idle")
+    assert unit.faults == [], (corner, program, unit.faults)
+
+
+def test_restart_with_a_warm_pad_then_heat_does_not_trip_the_energy_balance(config: Config) -> None:
+    """After a crash mid-session the pad is still warm: it is not the surroundings of the balance model."""
+    unit = SimUnit(config, plant_params=PlantParams())
+    try:
+        unit.plant.pad_c = 41.0
+        for name in unit.plant.sensor_c:
+            unit.plant.sensor_c[name] = 41.0
+        unit.start_up()
+        assert unit.command(action="start", heat=True, heat_target_c=42.0, timer_min=20).ok
+        unit.run(1200.0, until=lambda: unit.app.session.snapshot().status == "idle")
+        assert unit.faults == [], unit.faults
+    finally:
+        unit.close()

@@ -7,6 +7,7 @@
 | continuous pumping does not raise the connected zones' air | ``not_rising_min_rise_mmhg`` per ``not_rising_s`` (foot-volume mmHg), judged sooner near the trip | PRESSURE_NOT_RISING | every zone vented |
 | a ramped setpoint not reached | ``setpoint_reach_s`` | PRESSURE_NOT_RISING | every zone vented |
 | a venting zone not emptied | below ``vented_mmhg`` within ``vent_deadline_s`` | VALVE_STUCK | every zone vented |
+| a vented zone reads below zero (offset drifted low) | below ``-ZERO_BAND_MMHG`` after ``vent_deadline_s`` of venting | PRESSURE_SENSOR_FAULT | every zone vented |
 | pump on too long | ``pump_max_on_s`` | PUMP_OVERRUN | every zone vented |
 | a zone connected (pressed) too long | ``compression_max_s`` (hard cap ``COMPRESSION_MAX_S``) | COMPRESSION_TOO_LONG | every zone vented |
 
@@ -35,6 +36,7 @@ TRIP_OVERSHOOT_MMHG = 5.0  # a lying sensor may let the true pressure pass the t
 PUMP_MAX_FLOW_MMHG_S = 48.0  # into one foot-volume
 FILL_RATE_MAX_MMHG_S: dict[Zone, float] = {z: PUMP_MAX_FLOW_MMHG_S / (ZONE_VOLUME[z] * 0.85) for z in ZONES}
 FILL_WINDOW_MIN_S = 0.25  # the shortest fill window judged (five samples)
+ZERO_BAND_MMHG = 5.0  # a zone vented to the air reads 0; below minus this its sensor has drifted
 SETPOINT_TOLERANCE_MMHG = 5.0  # a zone counts as having reached its ramped setpoint within this margin
 
 
@@ -111,7 +113,14 @@ class AirChecks:
         """Valve stuck closed: a venting zone must fall below the vented level by the deadline."""
         s = self.safety
         since = self._vent_since[zone]
-        if since is None or p < s.vented_mmhg or t - since < s.vent_deadline_s - EPS:
+        if since is None or t - since < s.vent_deadline_s - EPS:
+            return None
+        if p < -ZERO_BAND_MMHG:  # open to the air it must read zero: the sensor's offset has drifted
+            return FaultCode.PRESSURE_SENSOR_FAULT, (
+                f"pressure sensor {zone} reads {p:.1f} mmHg with its zone vented to the air "
+                f"(at least -{ZERO_BAND_MMHG:.0f} mmHg): the sensor's zero has drifted"
+            )
+        if p < s.vented_mmhg:
             return None
         return FaultCode.VALVE_STUCK, (
             f"{zone} zone still at {p:.1f} mmHg {t - since:.1f} s after its valve "

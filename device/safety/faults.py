@@ -34,6 +34,7 @@ class FaultCode(StrEnum):
     POWER_FAULT = "POWER_FAULT"
     SENSOR_BUS_FAULT = "SENSOR_BUS_FAULT"
     CONTROL_LOOP_STALL = "CONTROL_LOOP_STALL"
+    STORAGE_FAULT = "STORAGE_FAULT"  # no copy of the stored state (a latched fault) could be read
 
 
 Trip = tuple[FaultCode, str]
@@ -43,7 +44,7 @@ Trip = tuple[FaultCode, str]
 class Fault:
     """A latched fault: stable code, a message carrying the values, wall-clock and sample time."""
 
-    code: FaultCode
+    code: FaultCode | str  # a str only for a code restored from a stored record that this firmware lacks
     message: str
     since: float  # wall-clock epoch seconds (time.time()) when it latched
     t: float  # the sample's clock time

@@ -5,7 +5,7 @@
 | either thermistor above trip | ``trip_temp_c`` (45 °C), every sample | OVER_TEMPERATURE | both at or below ``heat_target_max_c`` |
 | above target + margin | ``over_target_margin_c`` for ``over_target_s`` | HEATER_OVER_TARGET | the pad at or below target + margin |
 | rising with the heater off | ``runaway_rise_c`` per ``runaway_window_s`` | HEATER_RUNAWAY | no longer rising (half the rate) |
-| energy balance: the heat delivered must show | lower-bound pad model minus the hottest reading above ``HEAT_BALANCE_MARGIN_C`` for ``HEAT_BALANCE_S`` | HEAT_BALANCE | the heater off and both thermistors agree |
+| energy balance: the heat delivered must show | lower-bound pad model minus the hottest reading above ``HEAT_BALANCE_MARGIN_C`` for ``HEAT_BALANCE_S`` | HEAT_BALANCE | every output off and both thermistors readable and in range |
 | slow approach to target | gain < ``not_heating_gain_c`` per ``not_heating_window_s`` | warning HEAT_TARGET_UNREACHABLE (not latched) | clears when the pad gains again |
 
 The energy balance integrates a pad model that can only under-estimate the pad: the heater's rated
@@ -32,6 +32,9 @@ OVER_TARGET_COOLING_C = 0.1
 HEAT_BALANCE_MARGIN_C = 3.0  # the lower-bound pad model may lead the hottest reading by this much
 HEAT_BALANCE_S = 5.0  # ... for this long before HEAT_BALANCE latches
 SURROUNDINGS_MARGIN_C = 3.0  # the coldest surroundings: the lowest reading at rest less this
+# ... and never warmer than the warmest the design allows (air 30 °C, skin 34 °C: a mean of 32 °C) less
+# the margin: a pad still warm after a restart is not its surroundings.
+SURROUNDINGS_MAX_C = 29.0
 UNREACHABLE = "HEAT_TARGET_UNREACHABLE"
 
 
@@ -148,8 +151,9 @@ class HeatChecks:
         cold = min(v for _n, v in self.valid)
         # The coldest surroundings: the first reading (the pad at rest at power-on), lowered by any
         # colder reading with the heater off.
-        if self._surroundings_c is None or (duty <= 0.0 and cold - SURROUNDINGS_MARGIN_C < self._surroundings_c):
-            self._surroundings_c = cold - SURROUNDINGS_MARGIN_C
+        at_rest = min(cold - SURROUNDINGS_MARGIN_C, SURROUNDINGS_MAX_C)
+        if self._surroundings_c is None or (duty <= 0.0 and at_rest < self._surroundings_c):
+            self._surroundings_c = at_rest
         model, last_t = self._model_c, self._model_t
         self._model_t = t
         if model is None or last_t is None or self._surroundings_c is None:

@@ -160,7 +160,7 @@ class Supervisor:
         log.info("fault %s reset", fault.code)
         return None
 
-    def _persisting(self, code: FaultCode, sample: Sample) -> str | None:
+    def _persisting(self, code: FaultCode | str, sample: Sample) -> str | None:
         """Why the fault's condition (or a sensor needed to judge it) has not cleared, else None."""
         s = self.safety
         if sample.bus_error is not None:
@@ -187,5 +187,5 @@ class Supervisor:
                 return f"{zone} zone still at {p:.1f} mmHg, not vented below {s.vented_mmhg:.0f} mmHg"
         for family in (self.sensors, self.heat, self.air, self.motors, self.power):
             if code in family.codes:
-                return family.persisting(code, sample)
+                return family.persisting(FaultCode(code), sample)
         return None
