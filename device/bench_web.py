@@ -48,7 +48,8 @@ def _browser() -> Any:
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
+                "--ignore-certificate-errors"):  # the bench's self-signed certificate on the wss listener
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
                               options=options)
@@ -100,7 +101,8 @@ def page_figures(driver: Any, host: RemoteHost, *, slow: bool) -> dict[str, Any]
     return {"transferred_bytes": int(transferred), "first_state_ms": round(float(first), 1)}
 
 
-def broker_latency(port: int, trials: int, *, user: str, password: str, websockets: bool) -> list[float]:
+def broker_latency(port: int, trials: int, *, user: str, password: str, websockets: bool,
+                   ca_file: Path | None = None) -> list[float]:
     """Publish -> receive between two clients of the broker (plain TCP or WebSockets)."""
     import paho.mqtt.client as mqtt
 
@@ -110,6 +112,8 @@ def broker_latency(port: int, trials: int, *, user: str, password: str, websocke
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-web-{name}",
                              transport="websockets" if websockets else "tcp")
         client.username_pw_set(login, password)
+        if websockets and ca_file is not None:
+            client.tls_set(ca_certs=str(ca_file))
         client.connect("127.0.0.1", port)
         client.loop_start()
         clients.append(client)
@@ -208,7 +212,8 @@ def run_web_bench(trials: int = 50) -> dict[str, Any]:
             results["broker_plain"] = summary(broker_latency(
                 host.mqtt_port, trials, user="developer", password=host.developer_password, websockets=False))
             results["broker_ws"] = summary(broker_latency(
-                host.ws_port, trials, user="developer", password=host.developer_password, websockets=True))
+                host.ws_port, trials, user="developer", password=host.developer_password, websockets=True,
+                ca_file=host.ca_file))
             measured = asyncio.run(_firmware_trials(host, driver, trials, workdir))
             results["tap"] = summary(measured["tap"])
             results["command_plain"] = summary(measured["command_plain"])

@@ -78,10 +78,11 @@ def builtin_json() -> str:
 
 
 def device_json(*, topic_prefix: str, device_id: str, websocket_port: int = WS_PORT,
-                phone_user: str | None = None) -> str:
+                websocket_tls: bool = True, phone_user: str | None = None) -> str:
     """The page's per-device settings (no secret): served as ``/device.json``."""
     data: dict[str, Any] = {"topic_prefix": topic_prefix, "device_id": device_id,
-                            "websocket_port": websocket_port, "websocket_path": "/"}
+                            "websocket_port": websocket_port, "websocket_path": "/",
+                            "websocket_tls": websocket_tls}
     if phone_user is not None:
         data["phone_user"] = phone_user
     return json.dumps(data, indent=2) + "\n"
@@ -168,6 +169,7 @@ class RemoteHost:
     device_id: str = "sim"
     topic_prefix: str = "massager"
     bind: str = "127.0.0.1"
+    tls: bool = True  # the WebSockets listener with TLS, as on a device (a self-signed certificate here)
     mqtt_port: int = field(default_factory=free_port)
     ws_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
@@ -188,6 +190,11 @@ class RemoteHost:
         return f"{self.topic_prefix}/{self.device_id}"
 
     @property
+    def ca_file(self) -> Path:
+        """The self-signed certificate of the WebSockets listener (with ``tls``)."""
+        return self.workdir / "massager.crt"
+
+    @property
     def url(self) -> str:
         """The page's address."""
         host = "127.0.0.1" if self.bind in ("127.0.0.1", "0.0.0.0") else self.bind
@@ -202,7 +209,8 @@ class RemoteHost:
         shutil.copytree(REMOTE_DIR, root)
         (w / "cache").mkdir(exist_ok=True)
         (w / "device.json").write_text(device_json(topic_prefix=self.topic_prefix, device_id=self.device_id,
-                                                   websocket_port=self.ws_port, phone_user=self.phone_user))
+                                                   websocket_port=self.ws_port, websocket_tls=self.tls,
+                                                   phone_user=self.phone_user))
         (w / "massager.passwd").write_text("".join(
             f"{user}:{mosquitto_hash(password)}\n"
             for user, password in ((self.device_id, self.device_password),
@@ -225,12 +233,30 @@ class RemoteHost:
         conf = global_settings(BROKER_CONF.read_text()).replace("/etc/mosquitto/", f"{w}/")
         conf += f"\nlistener {self.mqtt_port} {self.bind}\n"
         ws = re.sub(r"^listener \d+.*$", f"listener {self.ws_port}", WS_LISTENER_CONF.read_text(), flags=re.M)
+        if self.tls:
+            self._self_signed()
+            ws = ws.replace("/etc/mosquitto/certs/", f"{w}/")
+        else:  # plain WebSockets: only for scripts/sim --web on loopback
+            ws = "\n".join(ln for ln in ws.splitlines() if ln.split()[:1] not in (["certfile"], ["keyfile"],
+                                                                                  ["tls_version"]))
         head = "user root\n" if os.geteuid() == 0 else ""  # as root it drops to 'mosquitto', who cannot read w
         (w / "mosquitto.conf").write_text(head + "persistence false\n" + conf + "\n" + ws)
         (w / "lighttpd.conf").write_text(render_lighttpd(
             port=self.http_port, bind=self.bind, root=root, cache=w / "cache",
             device_json_path=w / "device.json",
             errorlog=w / "lighttpd.log", pidfile=w / "lighttpd.pid"))
+
+    def _self_signed(self) -> None:
+        """A certificate for 127.0.0.1 and localhost, as scripts/provision --tls-cert would bring."""
+        key = self.workdir / "massager.key"
+        if key.exists():
+            return
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-days", "2", "-subj", "/CN=massager-sim", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+             "-keyout", str(key), "-out", str(self.ca_file)],
+            check=True, capture_output=True,
+        )
 
     def start_broker(self) -> None:
         """Start mosquitto and wait until both listeners accept connections."""
@@ -298,7 +324,8 @@ def sim_web_main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="massager-remote-") as tmp:
         work = Path(tmp)
-        host = RemoteHost(work, bind="0.0.0.0" if args.lan else "127.0.0.1")
+        # On the network the WebSockets listener has TLS, as on a device; on loopback plain is simpler.
+        host = RemoteHost(work, bind="0.0.0.0" if args.lan else "127.0.0.1", tls=args.lan)
         if args.http_port:
             host.http_port = args.http_port
         try:
@@ -307,7 +334,9 @@ def sim_web_main(argv: list[str]) -> int:
             print(
                 f"\nPhone remote:  {host.url}\n"
                 f"  user {host.phone_user}  password {host.phone_password}\n"
-                f"  MQTT {host.bind}:{host.mqtt_port}, WebSockets {host.ws_port}; developer / "
+                + (f"  (self-signed certificate: open https://<this host>:{host.ws_port}/ once, accept it)\n"
+                   if host.tls else "")
+                + f"  MQTT {host.bind}:{host.mqtt_port}, WebSockets {host.ws_port}; developer / "
                 f"{host.developer_password} may read and write {host.base}/# (sim/plant, sim/fault)\n",
                 flush=True,
             )

@@ -16,7 +16,8 @@ const STATUS_WORDS = {
 
 const $ = (id) => document.getElementById(id);
 const page = {
-  settings: { topic_prefix: "massager", device_id: null, websocket_port: 9001, websocket_path: "/" },
+  settings: { topic_prefix: "massager", device_id: null, websocket_port: 9001, websocket_path: "/",
+    websocket_tls: true },
   builtin: { programs: [], safety_notice: "", limits: {} },
   client: null,
   user: null,
@@ -48,7 +49,8 @@ function deviceIdFor(user) {
 
 function websocketUrl() {
   if (page.settings.websocket_url) return page.settings.websocket_url;
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  // Like every network listener of the device's broker, the WebSockets one has TLS (wss).
+  const scheme = page.settings.websocket_tls || location.protocol === "https:" ? "wss" : "ws";
   const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
   return `${scheme}://${host}:${page.settings.websocket_port}${page.settings.websocket_path}`;
 }
@@ -84,8 +86,10 @@ function connect(user, password) {
   });
   page.client = client;
   let everConnected = false;
+  let failures = 0;
   client.on("connect", () => {
     everConnected = true;
+    $("cert-hint").hidden = true;
     $("login").hidden = true;
     $("remote").hidden = false;
     setLink(page.deviceOnline === false ? "device-offline" : "connected",
@@ -116,6 +120,20 @@ function connect(user, password) {
       setLink("reconnecting", "Cannot reach the device: retrying…");
     }
   });
+  client.on("close", () => {
+    failures += 1;
+    if (!everConnected && failures >= 3 && page.settings.websocket_tls) showCertHint();
+  });
+}
+
+function showCertHint() {
+  // A browser refuses a WebSocket to a certificate it does not trust without asking: open the listener's
+  // address once as a page, where it does ask.
+  const url = websocketUrl().replace(/^wss:/, "https:");
+  const link = $("cert-link");
+  link.href = url;
+  link.textContent = url;
+  $("cert-hint").hidden = false;
 }
 
 function disconnect() {
@@ -450,6 +468,12 @@ async function main() {
     connect(user, password);
   });
   if (settings && settings.phone_user) $("login-user").value = settings.phone_user;
+  if (settings && settings.websocket_port === null) {
+    setLink("refused", "No remote connection on this device");
+    $("no-listener").hidden = false;
+    document.body.dataset.ready = "1";
+    return;
+  }
   const saved = savedLogin();
   if (saved && saved.user) {
     connect(saved.user, saved.password);

@@ -31,7 +31,6 @@ EXPECTED_FILES = {  # destination on the Pi -> (mode, source in the repository)
     "/etc/systemd/system.conf.d/massager-watchdog.conf": ("0644", "image/watchdog.conf"),
     "/etc/mosquitto/conf.d/massager.conf": ("0644", "image/mosquitto/massager.conf"),
     "/usr/local/sbin/massager-apply-provision": ("0755", "image/massager-apply-provision"),
-    "/etc/mosquitto/conf.d/massager-websockets.conf": ("0644", "image/mosquitto/massager-websockets.conf"),
     "/etc/systemd/system/massager-remote.service": ("0644", "systemd/massager-remote.service"),
 }
 REMOTE_FILES = {  # the phone remote's page, file by file
@@ -62,9 +61,9 @@ def test_build_image_configures_the_phone_remote_for_the_device(tmp_path: Path) 
                  'deflate.cache-dir = "/var/cache/massager-remote"', '$SERVER["socket"] == "[::]:80" { }'):
         assert line in conf, line
     placeholder = json.loads(fat_read(out, "massager/files/etc/massager/remote.json") or b"")
-    assert placeholder["websocket_port"] == 9001 and placeholder["device_id"] is None
-    ws = (fat_read(out, "massager/files/etc/mosquitto/conf.d/massager-websockets.conf") or b"").decode()
-    assert "listener 9001\nprotocol websockets\n" in ws
+    assert placeholder["websocket_port"] is None and placeholder["device_id"] is None  # no certificate yet
+    # Like every network listener, the WebSockets one exists only with TLS: provisioning installs it.
+    assert fat_read(out, "massager/files/etc/mosquitto/conf.d/massager-websockets.conf") is None
 
 
 def test_build_image_writes_every_file_with_its_content(tmp_path: Path) -> None:

@@ -64,7 +64,9 @@ def browser() -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--disable-extensions", "--no-first-run", "--window-size=500,900"):
+                "--disable-extensions", "--no-first-run", "--window-size=500,900",
+                # the WebSockets listener has TLS, as on a device, with the test's self-signed certificate
+                "--ignore-certificate-errors"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)

@@ -74,7 +74,7 @@ def test_page_loads_only_its_own_files() -> None:
         for target in re.findall(r'^import .* from "([^"]+)";', path.read_text(), re.M):
             assert target.startswith("./") and (path.parent / target).is_file(), (path, target)
     html = (REMOTE_DIR / "index.html").read_text()
-    for target in re.findall(r'(?:src|href)="([^"]+)"', html):
+    for target in re.findall(r'(?:src|href)="([^"#][^"]*)"', html):
         assert "//" not in target and (REMOTE_DIR / target).is_file(), target
 
 
@@ -139,6 +139,7 @@ class WsClient:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, transport="websockets")
         if user is not None:
             self.client.username_pw_set(user, password)
+        self.client.tls_set(ca_certs=str(host.ca_file))  # wss, as on a device
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.client.connect("127.0.0.1", host.ws_port)
@@ -154,7 +155,24 @@ class WsClient:
         self.client.loop_stop()
 
 
-def test_websockets_listener_takes_the_phone_user_under_the_same_acl(tmp_path: Path) -> None:
+def plain_websocket_connects(host: RemoteHost) -> bool:
+    """Whether an MQTT client without TLS gets a CONNACK from the WebSockets listener."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, transport="websockets")
+    client.username_pw_set(host.phone_user, host.phone_password)
+    connected = threading.Event()
+    client.on_connect = lambda *_args: connected.set()
+    try:
+        client.connect("127.0.0.1", host.ws_port)
+    except Exception:  # noqa: BLE001 - any failure to even start the handshake is the answer
+        return False
+    client.loop_start()
+    try:
+        return connected.wait(2.0)
+    finally:
+        client.loop_stop()
+
+
+def test_websockets_listener_takes_the_phone_user_under_the_same_acl_over_tls(tmp_path: Path) -> None:
     host = RemoteHost(tmp_path)
     host.prepare()
     host.start_broker()
@@ -164,6 +182,7 @@ def test_websockets_listener_takes_the_phone_user_under_the_same_acl(tmp_path: P
             refused = WsClient(host, user, password)
             clients.append(refused)
             assert refused.rc is not None and refused.rc.is_failure, user
+        assert not plain_websocket_connects(host)  # TLS or nothing
         phone = WsClient(host, host.phone_user, host.phone_password)
         clients.append(phone)
         assert phone.rc is not None and not phone.rc.is_failure
