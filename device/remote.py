@@ -281,10 +281,19 @@ class RemoteHost:
         _wait_listening(self.web, self.http_port, "lighttpd", logfile)
 
     def start(self) -> RemoteHost:
-        """Prepare and start both servers."""
-        self.prepare()
-        self.start_broker()
-        self.start_web()
+        """Prepare and start both servers (on fresh ports again if another process took one meanwhile)."""
+        for attempt in range(3):
+            self.prepare()
+            try:
+                self.start_broker()
+                self.start_web()
+                return self
+            except RuntimeError as exc:
+                self.stop()
+                if "in use" not in str(exc) or attempt == 2:
+                    raise
+                log.info("a port was taken meanwhile (%s); trying fresh ones", exc)
+                self.mqtt_port, self.ws_port, self.http_port = free_port(), free_port(), free_port()
         return self
 
     def stop(self) -> None:

@@ -468,3 +468,12 @@ def test_remote_shows_offline_and_reconnects_after_a_broker_restart(browser: Any
     # The device going away (its Last Will or its own goodbye) shows as such, not as a broker problem.
     device.stop_firmware()
     wait_page(browser, "device offline shown", lambda b: text(b, "link") == "Device offline")
+
+
+def test_remote_says_when_the_device_has_no_listener_for_it(browser: Any, device: Device) -> None:
+    # A device provisioned without a certificate has no WebSockets listener (no network listener without TLS).
+    settings = json.loads((device.tmp / "device.json").read_text())
+    (device.tmp / "device.json").write_text(json.dumps({**settings, "websocket_port": None}))
+    open_page(browser, device)
+    assert visible(browser, "no-listener") and "certificate" in text(browser, "no-listener")
+    assert not visible(browser, "login") and not visible(browser, "remote")
