@@ -71,6 +71,7 @@ function connect(user, password) {
   page.deviceOnline = null;
   page.state = null;
   $("device-name").textContent = deviceIdFor(user);
+  page.password = password;
   setLink("connecting", "Connecting…");
   const client = mqtt.connect(websocketUrl(), {
     username: user,
@@ -101,10 +102,30 @@ function connect(user, password) {
     showNoticeOnce();
   });
   client.on("message", onMessage);
+  // The broker ties the client id to the user name: the same phone user signed in on another phone or tab
+  // closes this connection (mosquitto 2.0.11 sends no "session taken over" over WebSockets, it just closes).
+  // Reconnecting each time would start a tug of war; after three connections in a row that lasted under
+  // 10 s, stop and offer to take the connection back instead.
+  let connectedAt = 0;
+  let shortLived = 0;
+  const giveWay = () => {
+    client.end(true);
+    page.client = null;
+    setLink("taken-over", "In use on another phone or tab");
+    $("take-over").hidden = false;
+  };
+  client.on("connect", () => { connectedAt = Date.now(); });
+  client.on("disconnect", (packet) => { if (packet && packet.reasonCode === 142) giveWay(); });
+  client.on("close", () => {
+    if (!connectedAt) return;
+    shortLived = Date.now() - connectedAt < 10000 ? shortLived + 1 : 0;
+    connectedAt = 0;
+    if (shortLived >= 3 && page.client === client) giveWay();
+  });
   client.on("reconnect", () => setLink("reconnecting", "Connection lost: reconnecting…"));
   client.on("offline", () => setLink("reconnecting", "Connection lost: reconnecting…"));
   client.on("close", () => {
-    if (page.client === client && page.linkState !== "refused") {
+    if (page.client === client && page.linkState !== "refused" && page.linkState !== "taken-over") {
       setLink("reconnecting", "Connection lost: reconnecting…");
     }
   });
@@ -425,6 +446,10 @@ function buildControls() {
     setLink("refused", "Not signed in");
   });
   $("show-notice").addEventListener("click", () => $("notice").showModal());
+  $("take-over").addEventListener("click", () => {
+    $("take-over").hidden = true;
+    connect(page.user, page.password);
+  });
   $("notice").addEventListener("close", () => localStorage.setItem(STORE_NOTICE, "1"));
 }
 

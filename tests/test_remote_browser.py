@@ -477,3 +477,26 @@ def test_remote_says_when_the_device_has_no_listener_for_it(browser: Any, device
     open_page(browser, device)
     assert visible(browser, "no-listener") and "certificate" in text(browser, "no-listener")
     assert not visible(browser, "login") and not visible(browser, "remote")
+
+
+def test_remote_gives_way_to_another_phone_with_the_same_user_and_takes_over_on_request(
+    browser: Any, device: Device
+) -> None:
+    open_page(browser, device)
+    sign_in(browser, device)
+    other = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, transport="websockets")
+    other.username_pw_set(device.host.phone_user, device.host.phone_password)
+    other.tls_set(ca_certs=str(device.host.ca_file))
+    other.reconnect_delay_set(1, 1)  # the other phone reconnects as fast as the page: a tug of war
+    other.connect("127.0.0.1", device.host.ws_port)
+    other.loop_start()
+    try:
+        wait_page(browser, "the page giving way", lambda b: text(b, "link") == "In use on another phone or tab",
+                  timeout=60)
+        assert visible(browser, "take-over")
+    finally:
+        other.loop_stop()
+        other.disconnect()
+    click(browser, "take-over")
+    wait_page(browser, "connected again after Use here", lambda b: text(b, "link") == "Connected")
+    assert not visible(browser, "take-over")
