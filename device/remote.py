@@ -337,6 +337,7 @@ def sim_web_main(argv: list[str]) -> int:
         host = RemoteHost(work, bind="0.0.0.0" if args.lan else "127.0.0.1", tls=args.lan)
         if args.http_port:
             host.http_port = args.http_port
+        firmware: subprocess.Popen[bytes] | None = None
         try:
             host.start()
             config = host.firmware_config(work / "state")
@@ -351,16 +352,15 @@ def sim_web_main(argv: list[str]) -> int:
             )
             cmd = [sys.executable, "-m", "device", "run", "--sim", "--config", str(config), *rest]
             firmware = subprocess.Popen(cmd)
-            try:
-                return firmware.wait()
-            except KeyboardInterrupt:
+            return firmware.wait()
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) at any moment, start-up included
+            if firmware is not None:
                 # Ctrl-C reaches the whole process group: give the firmware its own graceful stop first.
                 with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
                     firmware.wait(3)
-                return 0
-            finally:
-                _stop(firmware)  # the firmware publishes "offline" and vents before the broker goes
+            return 0
         finally:
+            _stop(firmware)  # the firmware publishes "offline" and vents before the broker goes
             host.stop()
 
 
