@@ -55,6 +55,12 @@ fi
 MASSAGER_ROOT="$ROOT" MASSAGER_BOOT="$BOOT" "$ROOT/usr/local/sbin/massager-apply-provision"
 
 systemctl ${ROOT:+--root="$ROOT"} enable mosquitto.service massager-provision.service massager.service
+# The phone remote's page: lighttpd under massager-remote.service; Debian's own lighttpd.service would take
+# port 80 with its default site, so it stays off.
+if [ -e "$ROOT/lib/systemd/system/lighttpd.service" ] || [ -e "$ROOT/usr/lib/systemd/system/lighttpd.service" ]; then
+    systemctl ${ROOT:+--root="$ROOT"} disable lighttpd.service || true
+fi
+systemctl ${ROOT:+--root="$ROOT"} enable massager-remote.service
 
 # Remove the hook: the payload, and the kernel command line arguments that started us.
 cd /

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import lzma
 import os
 import subprocess
@@ -30,6 +31,12 @@ EXPECTED_FILES = {  # destination on the Pi -> (mode, source in the repository)
     "/etc/systemd/system.conf.d/massager-watchdog.conf": ("0644", "image/watchdog.conf"),
     "/etc/mosquitto/conf.d/massager.conf": ("0644", "image/mosquitto/massager.conf"),
     "/usr/local/sbin/massager-apply-provision": ("0755", "image/massager-apply-provision"),
+    "/etc/systemd/system/massager-remote.service": ("0644", "systemd/massager-remote.service"),
+}
+REMOTE_FILES = {  # the phone remote's page, file by file
+    f"/usr/share/massager/remote/{p.relative_to(REPO / 'remote').as_posix()}": p
+    for p in sorted((REPO / "remote").rglob("*"))
+    if p.is_file()
 }
 
 
@@ -42,6 +49,21 @@ def build(
         make_wheelhouse(tmp_path)
     out = tmp_path / out_name
     return out, run_script("build-image", base, out, "--wheelhouse", house, *extra, env=env)
+
+
+def test_build_image_configures_the_phone_remote_for_the_device(tmp_path: Path) -> None:
+    out, proc = build(tmp_path, make_base_image(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    conf = (fat_read(out, "massager/files/etc/massager/remote/lighttpd.conf") or b"").decode()
+    assert "@" not in conf.replace("# Marked values (@...@)", "")  # every marked value filled in
+    for line in ("server.port = 80", 'server.document-root = "/usr/share/massager/remote"',
+                 'alias.url = ("/device.json" => "/etc/massager/remote.json")',
+                 'deflate.cache-dir = "/var/cache/massager-remote"', '$SERVER["socket"] == "[::]:80" { }'):
+        assert line in conf, line
+    placeholder = json.loads(fat_read(out, "massager/files/etc/massager/remote.json") or b"")
+    assert placeholder["websocket_port"] is None and placeholder["device_id"] is None  # no certificate yet
+    # Like every network listener, the WebSockets one exists only with TLS: provisioning installs it.
+    assert fat_read(out, "massager/files/etc/mosquitto/conf.d/massager-websockets.conf") is None
 
 
 def test_build_image_writes_every_file_with_its_content(tmp_path: Path) -> None:
@@ -63,7 +85,12 @@ def test_build_image_writes_every_file_with_its_content(tmp_path: Path) -> None:
     assert listed == {
         **{dest: (mode, "root") for dest, (mode, _src) in EXPECTED_FILES.items()},
         "/etc/massager/massager.toml": ("0640", "massager"),
+        **dict.fromkeys(REMOTE_FILES, ("0644", "root")),
+        "/etc/massager/remote/lighttpd.conf": ("0644", "root"),
+        "/etc/massager/remote.json": ("0644", "root"),
     }
+    for dest, source in REMOTE_FILES.items():
+        assert fat_read(out, f"massager/files{dest}") == source.read_bytes(), dest
 
     config_txt = (fat_read(out, "config.txt") or b"").decode()
     assert config_txt.startswith("# For more options")  # the stock settings stay

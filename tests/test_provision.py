@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import tomllib
@@ -89,8 +90,14 @@ def test_provision_writes_the_bundle_and_prints_the_sheet(image: Path, tmp_path:
         "/etc/massager/mqtt.secret": ("0640", "massager"),
         "/etc/mosquitto/massager.acl": ("0640", "mosquitto"),
         "/etc/mosquitto/massager.passwd": ("0640", "mosquitto"),
+        "/etc/massager/remote.json": ("0644", "root"),
     }
     assert bundle_file(image, "/etc/hostname") == f"{device_id}\n"
+    remote = json.loads(bundle_file(image, "/etc/massager/remote.json"))
+    # Without a certificate there is no WebSockets listener (no network listener without TLS).
+    assert remote == {"topic_prefix": "massager", "device_id": device_id, "websocket_port": None,
+                      "websocket_path": "/", "websocket_tls": False, "phone_user": phone_user}
+    assert sheet["remote"] is None
 
     config = tomllib.loads(bundle_file(image, "/etc/massager/massager.toml"))
     assert config["device_id"] == device_id
@@ -245,6 +252,14 @@ def test_provision_carries_a_tls_listener_when_given_a_certificate(image: Path, 
         == (REPO / "image/mosquitto/massager-tls.conf").read_text()
     )
     assert bundle_file(image, "/etc/mosquitto/certs/massager.key") == key.read_text()
+    # The phone remote's WebSockets listener comes with the certificate, over TLS.
+    assert (
+        bundle_file(image, "/etc/mosquitto/conf.d/massager-websockets.conf")
+        == (REPO / "image/mosquitto/massager-websockets.conf").read_text()
+    )
+    remote = json.loads(bundle_file(image, "/etc/massager/remote.json"))
+    assert remote["websocket_port"] == 9001 and remote["websocket_tls"] is True
+    assert sheet["remote"] == {"url": f"http://{sheet['device_id']}.local/", "websocket_port": 9001}
     assert (
         "0640 mosquitto /etc/mosquitto/certs/massager.key"
         in (fat_read(image, f"{BUNDLE}/install.list") or b"").decode()
@@ -350,3 +365,23 @@ def test_provisioned_config_from_the_shipped_example_passes_the_firmwares_valida
     assert config.mqtt.username == sheet["device_id"]
     assert config.mqtt.password_file == Path("/etc/massager/mqtt.secret")
     assert config.mqtt.password is None
+
+
+def test_provision_text_sheet_has_the_remote_address_and_its_qr_code(image: Path, tmp_path: Path) -> None:
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nfake\n")
+    key.write_text("-----BEGIN PRIVATE KEY-----\nfake\n")
+    proc = run_script("provision", image, "--tls-cert", cert, "--tls-key", key)
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[1]
+    assert first.startswith("  Phone remote    http://massager-") and ".local/ " in first
+    if shutil.which("qrencode"):
+        assert "█" in proc.stdout or "▀" in proc.stdout  # the QR code, drawn with block characters
+
+
+def test_provision_text_sheet_says_the_remote_needs_a_certificate(image: Path) -> None:
+    proc = run_script("provision", image)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1] == (
+        "  Phone remote    none: it needs a certificate (provision with --tls-cert/--tls-key)"
+    )

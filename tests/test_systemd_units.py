@@ -68,7 +68,19 @@ def exposure(unit: Path) -> float:
 
 
 def test_every_unit_is_shipped() -> None:
-    assert [u.name for u in UNITS] == ["massager-provision.service", "massager.service"]
+    assert [u.name for u in UNITS] == [
+        "massager-provision.service", "massager-remote.service", "massager.service"
+    ]
+
+
+def test_remote_service_is_unprivileged_and_serves_only_the_page(tmp_path: Path) -> None:
+    s = settings(REPO / "systemd/massager-remote.service")
+    assert s["Service.User"] == ["www-data"]
+    assert s["Service.CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]  # port 80, nothing else
+    assert s["Service.ExecStart"] == ["/usr/sbin/lighttpd -D -f /etc/massager/remote/lighttpd.conf"]
+    assert s["Service.ProtectSystem"] == ["strict"] and s["Service.NoNewPrivileges"] == ["yes"]
+    if Path("/usr/sbin/lighttpd").exists():
+        assert exposure(REPO / "systemd/massager-remote.service") <= MAX_EXPOSURE
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
