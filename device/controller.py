@@ -19,6 +19,7 @@ class LoopStats:
 
     ticks: int = 0
     overruns: int = 0
+    longest_gap_s: float = 0.0  # the longest time between two scheduled passes (a starved or blocked loop)
 
 
 class Controller:
@@ -78,7 +79,11 @@ class Controller:
     async def run(self, stopping: Callable[[], bool]) -> None:
         """Tick every period on the injected clock until ``stopping()`` is true."""
         next_at = self.clock.now()
+        last = next_at
         while not stopping():
+            now = self.clock.now()
+            self.stats.longest_gap_s = max(self.stats.longest_gap_s, now - last)
+            last = now
             self.tick()
             next_at += self.period_s
             if self.clock.now() - next_at > self.period_s:  # a whole period late: resync, no burst
