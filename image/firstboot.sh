@@ -85,7 +85,8 @@ step "installing the firmware into $VENV"
 rm -rf "$ROOT$VENV"
 python3 -m venv "$ROOT$VENV"
 "$ROOT$VENV/bin/pip" install --no-index --no-cache-dir --find-links "$PAYLOAD/wheels" "$PAYLOAD"/wheels/*.whl
-"$ROOT$VENV/bin/python" -c "import lgpio, gpiozero, device.cli"
+# lgpio makes its notification pipe in LG_WD (default: the current folder, here the FAT partition).
+LG_WD="${TMPDIR:-/tmp}" "$ROOT$VENV/bin/python" -c "import lgpio, gpiozero, device.cli"
 install -d "$ROOT/usr/local/bin"
 ln -sf "$VENV/bin/massager" "$ROOT/usr/local/bin/massager"
 
