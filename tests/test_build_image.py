@@ -143,6 +143,9 @@ def test_build_image_uses_cloud_init_when_the_base_image_does(tmp_path: Path) ->
     assert user_data.startswith("#cloud-config\n")
     assert "  - [sh, /boot/firmware/massager/firstboot.sh, --cloud-init]\n" in user_data
     assert "power_state:\n  mode: reboot\n" in user_data
+    # Only a first boot that removed its payload reboots; a failed one leaves the unit on.
+    assert "  condition: [sh, -c, 'test ! -e /boot/firmware/massager/firstboot.sh']\n" in user_data
+    assert "condition: true" not in user_data
 
 
 def test_build_image_refuses_a_missing_base_image(tmp_path: Path) -> None:
