@@ -93,7 +93,8 @@ def _wheel(folder: Path, filename: str, members: dict[str, bytes]) -> Path:
 
 
 def make_wheelhouse(tmp: Path, *, default_toml: bytes | None = DEFAULT_TOML) -> Path:
-    """A tiny wheelhouse: a firmware wheel with device/default.toml, one pure and one aarch64 dependency."""
+    """A tiny wheelhouse: a firmware wheel with device/default.toml, one pure and one aarch64 dependency,
+    and the pin backend (lgpio)."""
     house = tmp / "wheelhouse"
     house.mkdir()
     members = {"device/__init__.py": b"", "massager-0.1.0.dist-info/METADATA": b"Name: massager\n"}
@@ -106,6 +107,7 @@ def make_wheelhouse(tmp: Path, *, default_toml: bytes | None = DEFAULT_TOML) -> 
         "pydantic_core-2.27.2-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl",
         {"pydantic_core/__init__.py": b"# core\n"},
     )
+    _wheel(house, "lgpio-0.2.2.0-cp311-cp311-manylinux_2_34_aarch64.whl", {"lgpio.py": b"# lgpio\n"})
     return house
 
 

@@ -98,7 +98,8 @@ def test_build_image_writes_every_file_with_its_content(tmp_path: Path) -> None:
     assert tail == ["dtparam=i2c_arm=on", "dtparam=strict_gpiod", "dtparam=watchdog=on"]
     assert (fat_read(out, "cmdline.txt") or b"").decode() == (
         STOCK_CMDLINE.strip() + " systemd.run=/boot/firmware/massager/firstboot.sh "
-        "systemd.run_success_action=reboot systemd.unit=kernel-command-line.target\n"
+        "systemd.run_success_action=reboot systemd.run_failure_action=none "
+        "systemd.unit=kernel-command-line.target\n"
     )
     assert sha256(base) != sha256(out)
     assert "already" not in proc.stderr
@@ -142,7 +143,7 @@ def test_build_image_is_reproducible_and_uses_fixed_timestamps(tmp_path: Path) -
         check=True,
     )
     entries = [line for line in listing.stdout.splitlines() if "WHL" in line or "<DIR>" in line]
-    assert len(entries) == 5
+    assert len(entries) == 6  # . and .. and four wheels
     assert all("2024-01-01   0:00" in line for line in entries), listing.stdout  # the default fixed date
 
     third, proc3 = build(tmp_path, base, "third.img", env={"SOURCE_DATE_EPOCH": "1735689600"})
@@ -169,6 +170,9 @@ def test_build_image_uses_cloud_init_when_the_base_image_does(tmp_path: Path) ->
     assert user_data.startswith("#cloud-config\n")
     assert "  - [sh, /boot/firmware/massager/firstboot.sh, --cloud-init]\n" in user_data
     assert "power_state:\n  mode: reboot\n" in user_data
+    # Only a first boot that removed its payload reboots; a failed one leaves the unit on.
+    assert "  condition: [sh, -c, 'test ! -e /boot/firmware/massager/firstboot.sh']\n" in user_data
+    assert "condition: true" not in user_data
 
 
 def test_build_image_refuses_a_missing_base_image(tmp_path: Path) -> None:
@@ -283,3 +287,21 @@ def test_build_image_help_and_usage_errors() -> None:
     assert shown.returncode == 0 and "--wheelhouse" in shown.stdout
     missing = run_script("build-image")
     assert missing.returncode == 2 and "BASE.img" in missing.stderr
+
+
+def test_build_image_refuses_a_wheelhouse_without_the_pin_backend(tmp_path: Path) -> None:
+    base = make_base_image(tmp_path)
+    house = make_wheelhouse(tmp_path)
+    (house / "lgpio-0.2.2.0-cp311-cp311-manylinux_2_34_aarch64.whl").unlink()
+    out, proc = build(tmp_path, base)
+    assert proc.returncode == 1
+    assert "has no lgpio-*.whl, the pin backend" in proc.stderr
+    assert not out.exists()
+
+
+def test_build_image_ships_the_pin_backend_and_never_powers_off_a_failed_first_boot(tmp_path: Path) -> None:
+    out, proc = build(tmp_path, make_base_image(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert fat_read(out, "massager/wheels/lgpio-0.2.2.0-cp311-cp311-manylinux_2_34_aarch64.whl") is not None
+    cmdline = (fat_read(out, "cmdline.txt") or b"").decode()
+    assert "systemd.run_failure_action=none" in cmdline and "poweroff" not in cmdline
