@@ -178,7 +178,7 @@ def test_start_refused_while_a_motor_current_sense_reads_at_rest(make_unit: obje
     unit.plant.motor_amps["foot_rollers"] = 1.0  # a sense amplifier stuck high (no stall: the motor is off)
     original = unit.plant._step_motors
     unit.plant._step_motors = lambda h: None  # type: ignore[method-assign]
-    unit.run(0.5)
+    unit.run(1.5)  # off for longer than a coasting roller draws current
     reply = unit.command(action="start")
     assert not reply.ok and reply.error is not None and "foot_rollers" in reply.error
     unit.plant._step_motors = original  # type: ignore[method-assign]
@@ -365,3 +365,18 @@ def test_restart_with_a_warm_pad_then_heat_does_not_trip_the_energy_balance(conf
         assert unit.faults == [], unit.faults
     finally:
         unit.close()
+
+
+def test_resume_right_after_pause_is_not_refused_for_a_coasting_roller(make_unit: object) -> None:
+    """A roller still coasting after pause draws a little current: that is not a sensor fault (fuzz find)."""
+    unit: SimUnit = make_unit()  # type: ignore[operator]
+    running(unit, program="recovery", intensity=5)
+    unit.run(5.0)
+    assert unit.command(action="pause").ok
+    unit.run(0.1)
+    assert max(unit.plant.motor_amps.values()) > 0.3  # still coasting
+    reply = unit.command(action="resume")
+    assert reply.ok, reply
+    assert unit.command(action="stop").ok
+    unit.run(30.0, until=lambda: unit.app.session.snapshot().status == "idle")
+    assert unit.command(action="start").ok  # straight after the finish, rollers just stopped

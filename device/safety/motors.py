@@ -4,7 +4,7 @@
 |---|---|---|---|
 | current above the stall level | ``stall_current_a`` (2 A) for ``stall_s`` (0.5 s) | MOTOR_STALL | both motors below the stall level |
 | current per unit of duty too high | ``stall_amps_per_duty`` (5 A) at duty >= ``STALL_MIN_DUTY`` | MOTOR_STALL | as above |
-| current with the motor off | above ``REST_CURRENT_MAX_A`` | start refused (sense amplifier or H-bridge fault) | reads low again |
+| current with the motor off for ``REST_SETTLE_S`` (1 s) | above ``REST_CURRENT_MAX_A`` | start refused (sense amplifier or H-bridge fault) | reads low again |
 
 Below ``STALL_MIN_DUTY`` (0.1) a stall is not detected: the current is under the sense's resolution
 for a stall there, and the torque at that duty (about a tenth of stall torque) cannot hurt; the
@@ -19,6 +19,7 @@ from modes.limits import STALL_MIN_DUTY
 from modes.signals import MOTORS, Sample
 
 REST_CURRENT_MAX_A = 0.3  # a motor that is off draws nothing; more is a sense or H-bridge fault
+REST_SETTLE_S = 1.0  # ... once it has been off this long (a coasting roller still draws a little)
 
 
 class MotorChecks:
@@ -29,10 +30,16 @@ class MotorChecks:
     def __init__(self, safety: Safety) -> None:
         self.safety = safety
         self._stall_since: dict[str, float | None] = dict.fromkeys(MOTORS)
+        self._off_since: dict[str, float | None] = dict.fromkeys(MOTORS)
 
     def check(self, sample: Sample, expect: Expectations) -> Trip | None:
         """A stall held for ``stall_s`` on either motor."""
         s = self.safety
+        for motor in MOTORS:
+            if sample.outputs.get(motor):
+                self._off_since[motor] = None
+            elif self._off_since[motor] is None:
+                self._off_since[motor] = sample.t
         if sample.bus_error is not None:
             return None
         trip = None
@@ -63,11 +70,13 @@ class MotorChecks:
         return None
 
     def doubt(self, sample: Sample) -> str | None:
-        """A motor that is off must draw (almost) nothing."""
+        """A motor that has been off for ``REST_SETTLE_S`` must draw (almost) nothing."""
         for motor in MOTORS:
             amps = sample.motor_current_a.get(motor)
             if amps is None:
                 return f"{motor} current sense has no reading"
-            if not sample.outputs.get(motor) and amps > REST_CURRENT_MAX_A:
+            off_since = self._off_since[motor]
+            settled = off_since is not None and sample.t - off_since >= REST_SETTLE_S - EPS
+            if settled and amps > REST_CURRENT_MAX_A:
                 return f"{motor} draws {amps:.2f} A while off (at most {REST_CURRENT_MAX_A} A at rest)"
         return None

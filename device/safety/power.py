@@ -65,10 +65,12 @@ class PowerChecks:
         return None
 
     def doubt(self, sample: Sample) -> str | None:
-        """With the relay off the rail must be absent."""
+        """With the relay off (and settled) the rail must be absent."""
         rail = sample.rail_v
         if rail is None:
             return "the rail sense has no reading"
+        if sample.t - self._relay_since < RAIL_SETTLE_S - EPS:
+            return None  # the relay has just switched: the rail may still be decaying
         problem = _problem(bool(sample.outputs.get("relay")), rail)
         return problem[1] if problem is not None else None
 
