@@ -218,6 +218,9 @@ class Device:
             fault = self.supervisor.latched
             raise CommandError("action", f"{action} refused: fault {fault.code} is latched; "
                                "reset it first (reset_fault)")
+        doubt = self.supervisor.doubt
+        if doubt is not None and action in ("start", "resume"):
+            raise CommandError("action", f"{action} refused: a sensor is implausible: {doubt}")
         log.info("command %s from %s", action, source)
         try:
             if action == "start":
@@ -319,7 +322,8 @@ class Device:
         self._last_pass_t = sample.t
         snap = self.session.snapshot()
         key = (snap.status, snap.program, snap.phase, snap.intensity, snap.heat, snap.timer_min,
-               self.supervisor.latched, self.child_lock, snap.skip_zones)
+               self.supervisor.latched, self.child_lock, snap.skip_zones,
+               tuple(self.supervisor.warnings), self.supervisor.doubt)
         if key != self._last_key:
             ended = snap.status in (Status.IDLE, Status.FAULT)  # (the session logs transitions)
             if self._last_key is not None and self._last_key[0] != snap.status and ended:
@@ -361,7 +365,7 @@ class Device:
         try:
             self.sim.plant.inject(name, **params)
         except PlantFaultError as exc:
-            raise CommandError("fault", str(exc)) from None
+            raise CommandError(exc.field, str(exc)) from None
         except TypeError as exc:
             raise CommandError("fault", f"bad parameters: {exc}") from None
         log.warning("sim: plant fault %s injected %s", name, params or "")
@@ -389,6 +393,8 @@ class Device:
             "pressure_mmhg": _rounded(sample.pressure_mmhg if sample else dict.fromkeys(ZONES), 1),
             "outputs": dict(sample.outputs) if sample else {},
             "fault": fault.as_dict() if fault else None,
+            "warnings": [{"code": code, "message": text} for code, text in self.supervisor.warnings.items()],
+            "sensor_doubt": self.supervisor.doubt,  # why a start is refused now (a sensor implausible)
             "child_lock": self.child_lock,
             "storage_error": self.store.error,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -72,6 +73,8 @@ class App:
         clock: Clock | None = None,
         time_scale: float = 1.0,
         hardware: Hardware | None = None,
+        plant_seed: int | None = None,
+        plant_params: PlantParams | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or ScaledClock(scale=time_scale if sim else 1.0)
@@ -79,11 +82,17 @@ class App:
         self.rig: SimRig | None = None
         if hardware is None:
             if sim:
-                # The plant fits the external hardware deadman, as the product does.
+                # The plant fits the external hardware deadman, as the product does; a seed draws
+                # the unit's physics from the documented ranges (drivers/sim/plant.py PLANT_RANGES).
+                params = plant_params or (PlantParams() if plant_seed is None else PlantParams.draw(plant_seed))
                 self.rig = build_sim(
-                    config, clock=self.clock.now, params=PlantParams(deadman_timeout_s=DEADMAN_HW_S)
+                    config, clock=self.clock.now,
+                    params=dataclasses.replace(params, deadman_timeout_s=DEADMAN_HW_S),
+                    seed=1 if plant_seed is None else plant_seed,
                 )
                 self.rig.plant.follow(self.clock.now)  # the plant keeps up with the app's clock
+                if plant_seed is not None:
+                    log.info("sim: plant drawn with seed %d: %s", plant_seed, json.dumps(params.as_dict()))
                 hardware = self.rig.hardware
             else:
                 hardware = build_real_hardware(config, self.clock)
@@ -165,8 +174,8 @@ class App:
         log.error("fault %s was latched before the restart; it needs a reset", json.dumps(str(code)))
 
     def _deadman_trip(self) -> None:
-        """From the deadman thread: the loop is stale. Outputs off through the drivers, then latch."""
-        self.hardware.safe_off()
+        """From the deadman thread: the loop is stale. Outputs latched off through the drivers, then latch."""
+        self.hardware.trip()  # under the output lock: a pass resuming later cannot re-energise
         self.supervisor.latch(
             self.supervisor.new_fault(
                 FaultCode.CONTROL_LOOP_STALL,
@@ -186,18 +195,23 @@ class App:
         if on:
             raise StartupError(f"outputs still on after safe_off: {', '.join(on)}")
         deadline = self.clock.now() + STARTUP_VENT_TIMEOUT_S
+        passes = 0
         while True:
             sample = self.controller.tick()
             self.deadman.feed()  # start-up passes are healthy passes too
-            if sample.ok and all(
+            passes += 1
+            judged = passes > self.config.safety.sensor_bad_samples  # every sensor rule has had its say
+            if judged and sample.ok and all(
                 (p is not None and p < self.config.safety.vented_mmhg) for p in sample.pressure_mmhg.values()
-            ) and self.supervisor.latched is None:
+            ) and self.supervisor.latched is None and self.supervisor.doubt is None:
                 break
             if self.supervisor.latched is not None or self.clock.now() > deadline:
                 break  # a start-up fault stays latched and is reported; the device stays off
             await self.clock.sleep(self.controller.period_s)
         if self.supervisor.latched is not None:
             log.error("start-up found a fault: %s", self.supervisor.latched.message)
+        elif self.supervisor.doubt is not None:
+            log.error("start-up: a sensor is implausible, starts are refused: %s", self.supervisor.doubt)
         if self.first_start:
             log.warning("%s", SAFETY_NOTICE)
         if self.first_start or self.store.kept_aside:
@@ -342,6 +356,9 @@ def build_real_hardware(config: Config, clock: Clock, *, outputs_only: bool = Fa
 
 def run_main(args: argparse.Namespace, config: Config) -> int:
     """``massager run``."""
+    if getattr(args, "plant_seed", None) is not None and not args.sim:
+        print("massager: --plant-seed works only with --sim (it draws the simulated plant)", file=sys.stderr)
+        return 2
     if not args.sim and not has_gpio():
         print(
             "massager: no GPIO on this machine (not a Raspberry Pi?).\n"
@@ -358,7 +375,8 @@ def run_main(args: argparse.Namespace, config: Config) -> int:
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
     try:
-        app = App(config, sim=args.sim, time_scale=args.time_scale)
+        app = App(config, sim=args.sim, time_scale=args.time_scale,
+                  plant_seed=getattr(args, "plant_seed", None))
     except StartupError as exc:
         log.critical("%s", exc)
         return 1

@@ -50,6 +50,13 @@ def _time_scale(text: str) -> float:
     return value
 
 
+def _plant_seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -65,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --sim: run the clock X times faster than real time")
     run.add_argument("--dashboard", action="store_true",
                      help="with --sim: show the live terminal view (keys press buttons, inject faults)")
+    run.add_argument("--plant-seed", type=_plant_seed, default=None, metavar="N",
+                     help="with --sim: draw the plant's physics from the documented ranges (same N, same unit)")
 
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file", type=Path, metavar="FILE")

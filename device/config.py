@@ -126,7 +126,7 @@ class Adc(Model):
     """The ADS1115 converters on the I2C bus."""
 
     bus: int = Field(1, ge=0, le=22)
-    addresses: tuple[I2cAddress, ...] = Field((0x48, 0x49), min_length=1, max_length=4, strict=False)
+    addresses: tuple[I2cAddress, ...] = Field((0x48, 0x49, 0x4A), min_length=1, max_length=4, strict=False)
     full_scale_v: float = 4.096
     data_rate_sps: Literal[8, 16, 32, 64, 128, 250, 475, 860] = 860
 
@@ -187,6 +187,13 @@ class RailInput(AdcInput):
     volts_per_volt: float = Field(0.25, gt=0.01, le=1.0)
 
 
+class SupplyInput(AdcInput):
+    """The thermistor dividers' supply, measured so the thermistors read ratiometrically."""
+
+    volts_per_volt: float = Field(1.0, gt=0.1, le=1.0)
+    tolerance: float = Field(0.1, gt=0.0, le=0.2)  # a supply further off its nominal is a sensor fault
+
+
 class Sensors(Model):
     """Every analog input: pressure per zone, two heater thermistors, motor currents, the rail."""
 
@@ -208,6 +215,7 @@ class Sensors(Model):
         "calf_rollers": CurrentInput(address=0x49, channel=2),
     }
     rail: RailInput = RailInput(address=0x49, channel=3)
+    divider_supply: SupplyInput | None = SupplyInput(address=0x4A, channel=0)
 
     @field_validator("pressure", "motor_current", mode="before")
     @classmethod
@@ -228,6 +236,7 @@ class Sensors(Model):
             *((f"thermistors.{k}", v) for k, v in self.thermistors.items()),
             *((f"motor_current.{k}", v) for k, v in self.motor_current.items()),
             ("rail", self.rail),
+            *((("divider_supply", self.divider_supply),) if self.divider_supply is not None else ()),
         ]
         for name, inp in inputs:
             key = (inp.address, inp.channel)
@@ -245,6 +254,11 @@ class Heater(Model):
     max_duty: float = Field(1.0, gt=0.0, le=1.0)
     pwm_hz: int = Field(1, ge=1, le=10)
     default_target_c: float = Field(limits.HEAT_TARGET_DEFAULT_C, ge=limits.HEAT_TARGET_MIN_C)
+    # The pad's rated thermal behaviour (energy-balance check): warming at full power with no loss,
+    # its tolerance, and the largest loss coefficient to the air and the skin together.
+    rated_c_per_s: float = Field(0.0595, ge=0.02, le=0.2)
+    power_tolerance: float = Field(0.2, ge=0.0, le=0.2)  # larger would weaken HEAT_BALANCE
+    loss_per_s: float = Field(0.0025, gt=0.0, le=0.0025)  # likewise
 
     @model_validator(mode="after")
     def _cap(self) -> Self:
@@ -286,6 +300,7 @@ class Safety(Model):
     vented_mmhg: float = Field(limits.VENTED_MMHG, ge=2.0)
     vent_deadline_s: float = Field(limits.VENT_DEADLINE_S, ge=1.0)
     pump_max_on_s: float = Field(limits.PUMP_MAX_ON_S, ge=3.0)
+    compression_max_s: float = Field(limits.COMPRESSION_MAX_S, ge=10.0)
     stall_current_a: float = Field(limits.STALL_CURRENT_A, ge=0.5)
     stall_s: float = Field(limits.STALL_S, ge=0.1)
     stall_amps_per_duty: float = Field(limits.STALL_AMPS_PER_DUTY, ge=2.5)
@@ -318,6 +333,7 @@ class Safety(Model):
             "vented_mmhg": limits.VENTED_MMHG,
             "vent_deadline_s": limits.VENT_DEADLINE_S,
             "pump_max_on_s": limits.PUMP_MAX_ON_S,
+            "compression_max_s": limits.COMPRESSION_MAX_S,
             "stall_current_a": limits.STALL_CURRENT_A,
             "stall_s": limits.STALL_S,
             "stall_amps_per_duty": limits.STALL_AMPS_PER_DUTY,
@@ -449,6 +465,21 @@ class Config(Model):
     panel: Panel = Panel()
     mqtt: Mqtt = Mqtt()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_third_converter(cls, data: Any) -> Any:
+        """A unit whose adc.addresses leave out the divider-supply converter reads without it."""
+        if not isinstance(data, dict):
+            return data
+        adc, sensors = data.get("adc"), data.get("sensors")
+        addresses = adc.get("addresses") if isinstance(adc, dict) else None
+        given = isinstance(sensors, dict) and "divider_supply" in sensors
+        default = Sensors.model_fields["divider_supply"].default
+        if isinstance(addresses, list | tuple) and not given and default.address not in addresses:
+            sensors = sensors if isinstance(sensors, dict) else {}
+            data = {**data, "sensors": {**sensors, "divider_supply": None}}
+        return data
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
         for name, inp in self._adc_inputs():
@@ -497,6 +528,7 @@ class Config(Model):
             *((f"thermistors.{k}", v) for k, v in s.thermistors.items()),
             *((f"motor_current.{k}", v) for k, v in s.motor_current.items()),
             ("rail", s.rail),
+            *((("divider_supply", s.divider_supply),) if s.divider_supply is not None else ()),
         ]
 
     @property

@@ -44,6 +44,11 @@ class Controller:
         self.period_s = period_s
         self.last_sample: Sample | None = None
         self.stats = LoopStats()
+        # A latch forces the outputs off in the latching thread (the deadman's too); a reset frees them.
+        supervisor.trip_outputs = hardware.trip
+        supervisor.release_outputs = hardware.release
+        if supervisor.latched is not None:  # restored after a restart
+            hardware.trip()
 
     def tick(self) -> Sample:
         """Run one safety and control pass; returns the sample it acted on."""
@@ -57,7 +62,7 @@ class Controller:
         new_fault = self.supervisor.check(sample, expect)
         latched = self.supervisor.latched
         if latched is not None:
-            self.hardware.safe_off()  # the one path to the safe state, every pass while latched
+            self.hardware.trip()  # the one path to the safe state, every pass while latched
             if self.session.status is not Status.FAULT:
                 self.session.enter_fault(now)
             if new_fault is not None:  # the supervisor has logged it when it latched

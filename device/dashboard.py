@@ -83,6 +83,24 @@ def pressure_bar(value: float | None, cap: float, trip: float, width: int = BAR_
     return bar
 
 
+def _fault_text(name: str, params: dict[str, Any]) -> str:
+    shown = {k: v for k, v in params.items() if k != "since_s"}
+    return f"{name}({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else name
+
+
+def plant_params_text(params: dict[str, Any]) -> str:
+    """The plant's physics in two lines: the values ``--plant-seed`` drew (or the nominal ones)."""
+    volumes = "/".join(f"{v:.2f}" for v in params["zone_volume"].values())
+    lags = "/".join(f"{v:.1f}" for v in params["thermistor_lag_s"])
+    loads = "/".join(f"{v:.2f}" for v in params["motor_load"].values())
+    return (
+        f"pump {params['pump_flow']:.1f} mmHg/s  heater {params['heater_full_c_per_s'] * 60:.2f} °C/min  "
+        f"air {params['air_c']:.1f} °C  skin {params['skin_c']:.1f} °C  leak {params['leak_per_s']:.3f}/s\n"
+        f"volumes {volumes}  vent {params['vent_tau_s']:.2f} s  thermistor lag {lags} s  "
+        f"roller load {loads}"
+    )
+
+
 def _roller(speed: float) -> str:
     if abs(speed) < 0.005:
         return "stopped"
@@ -223,8 +241,9 @@ class Dashboard:
             f"heater {out['heater']:.0%}   relay {_on(out['relay'])}   "
             f"heartbeat {'●' if out['heartbeat'] else '○'}",
         )
-        plant_faults = ", ".join(truth["faults"]) or "none"
+        plant_faults = ", ".join(_fault_text(n, p) for n, p in truth["fault_params"].items()) or "none"
         parts.add_row("plant faults", Text(plant_faults, style="red" if truth["faults"] else ""))
+        parts.add_row("plant", plant_params_text(truth["params"]))
 
         body = Group(head, settings, fault_line, Text(""), zones, Text(""), parts)
         view = Box(body, title=f"massager sim · {self.app.device.device_id}", title_align="left")

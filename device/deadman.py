@@ -2,8 +2,9 @@
 
 The safety loop calls ``feed()`` after every healthy pass. If no feed arrives for longer than
 ``timeout_s`` (the loop hung in a blocking call, a deadlock, an endless await), the thread calls
-``on_trip`` once; the app passes a function that forces every output off through the drivers and
-latches CONTROL_LOOP_STALL.
+``on_trip`` once for that silence; the app passes a function that latches the outputs off through the
+drivers and latches CONTROL_LOOP_STALL. It keeps watching afterwards: the next silence trips again.
+``tripped`` is set only after ``on_trip`` has returned, so whoever waits for it sees the outputs off.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Deadman:
         self._monotonic = monotonic
         self._poll_s = poll_s
         self._last_feed = monotonic()
+        self._tripped_feed: float | None = None  # the feed time whose silence has tripped
+        self.trips = 0
         self._tripped = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,7 +84,7 @@ class Deadman:
                 log.error("deadman thread did not stop within %.1f s", timeout_s)
 
     def rearm(self) -> None:
-        """After a reset: count from now again and allow the next trip."""
+        """After a reset: clear ``tripped`` (watching never stopped) and count from now."""
         self.feed()
         self._tripped.clear()
 
@@ -90,27 +93,29 @@ class Deadman:
         return self._tripped.wait(timeout_s)
 
     def poll(self) -> bool:
-        """Check once (the thread does this every ``poll_s``); True when this call tripped."""
-        if self._tripped.is_set():
-            return False
-        silent = self.silent_s()
-        if silent <= self.timeout_s:
-            return False
-        self._tripped.set()
+        """Check once (the thread does this at each deadline); True when this call tripped."""
+        last_feed = self._last_feed
+        silent = self._monotonic() - last_feed
+        if silent <= self.timeout_s or self._tripped_feed == last_feed:
+            return False  # fed in time, or this silence has tripped already
+        self._tripped_feed = last_feed
         log.critical("deadman: control loop silent for %.2f s (limit %.2f s); forcing outputs off",
                      silent, self.timeout_s)
         try:
             self._on_trip()
         except Exception:
             log.exception("deadman: on_trip failed")
+        self.trips += 1
+        self._tripped.set()  # after the trip: a waiter sees the outputs off and the fault latched
         return True
 
     def _watch(self) -> None:
         # Sleep until the current deadline (last feed + timeout), not a fixed poll: a fed deadman
-        # wakes about twice a second, and a starved one trips right at its timeout.
-        # ``poll_s`` bounds the sleep so an injected clock in tests is followed closely.
+        # wakes about twice a second, and a starved one trips right at its timeout. After a trip it
+        # keeps watching for the next silence. ``poll_s`` bounds the sleep so an injected clock in
+        # tests is followed closely.
         while True:
-            if self._tripped.is_set():
+            if self._tripped_feed == self._last_feed:
                 wait = self._poll_s
             else:
                 wait = min(max(self.timeout_s - self.silent_s(), 0.0) + 0.001, self._poll_s * 10)

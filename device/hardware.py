@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from device.config import Config
@@ -94,6 +96,10 @@ class Hardware:
         }
         self.models = sensor_models(config)
         self._applied: Command | None = None  # the last command applied in full
+        # Every output write holds this lock and checks the trip latch under it, so a pass that was
+        # stalled mid-way (the deadman tripped meanwhile) can never re-energise anything.
+        self._output_lock = threading.RLock()
+        self._tripped = False
 
     def _add(self, driver: Any) -> Any:
         self._opened.append(driver)
@@ -112,8 +118,31 @@ class Hardware:
             "relay": self.relay.is_on,
         }
 
+    @property
+    def tripped(self) -> bool:
+        """True while the outputs are latched off by ``trip()`` (until ``release()``)."""
+        return self._tripped
+
+    def trip(self) -> None:
+        """Latch the outputs off: safe state now, and ``apply`` keeps them off until ``release()``."""
+        with self._output_lock:
+            self._tripped = True
+            self.safe_off()
+
+    def release(self) -> None:
+        """After an accepted fault reset: ``apply`` may drive outputs again."""
+        with self._output_lock:
+            self._tripped = False
+
     def apply(self, command: Command) -> None:
-        """Drive the outputs to ``command``; a command without the relay turns everything off."""
+        """Drive the outputs to ``command`` (everything off while tripped or without the relay)."""
+        with self._output_lock:
+            if self._tripped:
+                self.safe_off()
+                return
+            self._apply(command)
+
+    def _apply(self, command: Command) -> None:
         if not command.relay:
             if self._applied is not None or self.relay.is_on:
                 self.safe_off()
@@ -147,6 +176,10 @@ class Hardware:
 
         Each step runs even if an earlier one raised, so one failing driver cannot keep another on.
         """
+        with self._output_lock:
+            self._safe_off()
+
+    def _safe_off(self) -> None:
         self._applied = None
         steps: list[Callable[[], None]] = [
             self.heater.off,
@@ -183,10 +216,25 @@ class Hardware:
             for zone, p_in in s.pressure.items():
                 volts = self.adcs[p_in.address].read_volts(p_in.channel)
                 pressure[zone] = self._convert(models["pressure"][zone].mmhg, volts, zone, errors)
+            supply = s.divider_supply
+            supply_v = (
+                self.adcs[supply.address].read_volts(supply.channel) / supply.volts_per_volt
+                if supply is not None else None
+            )
             for name, t_in in s.thermistors.items():
                 volts = self.adcs[t_in.address].read_volts(t_in.channel)
+                if supply is not None and supply_v is not None and (
+                    abs(supply_v - t_in.supply_v) > t_in.supply_v * supply.tolerance
+                ):
+                    temperature[name] = None
+                    errors[name] = (
+                        f"divider supply reads {supply_v:.3f} V, not {t_in.supply_v} V "
+                        f"± {supply.tolerance:.0%}"
+                    )
+                    continue
+                thermistor: Thermistor = models["thermistors"][name]
                 temperature[name] = self._convert(
-                    models["thermistors"][name].celsius, volts, name, errors
+                    partial(thermistor.celsius, supply_v=supply_v), volts, name, errors
                 )
             for motor, c_in in s.motor_current.items():
                 volts = self.adcs[c_in.address].read_volts(c_in.channel)

@@ -21,12 +21,16 @@ Status LED: idle dim green (a faint standby glow after ``STANDBY_AFTER_S`` witho
 heat LED and intensity bar dark), running green, paused blinking green, finishing blue, fault blinking
 red: a group of N blinks, then a pause, where N names the fault class (``FAULT_BLINKS``):
 
-    1  heat: OVER_TEMPERATURE, HEATER_OVER_TARGET, HEATER_RUNAWAY, HEATER_NOT_HEATING
+    1  heat: OVER_TEMPERATURE, HEATER_OVER_TARGET, HEATER_RUNAWAY, HEAT_BALANCE
     2  temperature sensor: TEMP_SENSOR_FAULT
-    3  air: OVER_PRESSURE, PRESSURE_NOT_RISING, VALVE_STUCK, PUMP_OVERRUN
+    3  air: OVER_PRESSURE, PRESSURE_NOT_RISING, PRESSURE_SENSOR_FAULT, VALVE_STUCK, PUMP_OVERRUN,
+       COMPRESSION_TOO_LONG
     4  rollers: MOTOR_STALL
     5  sensor bus: SENSOR_BUS_FAULT
-    6  control loop or anything else: CONTROL_LOOP_STALL, unknown codes
+    6  control loop, power rail or anything else: CONTROL_LOOP_STALL, RELAY_WELDED, POWER_FAULT,
+       unknown codes
+
+A warning that is no hazard (the heat target cannot be reached) lights the heat LED blinking slowly.
 
 Buzzer (silent with ``panel.buzzer_muted``): a click on every press, two short beeps when the child
 lock toggles or a fault resets, three beeps when a press is refused, three long beeps when a fault
@@ -79,14 +83,19 @@ FAULT_BLINKS: dict[str, int] = {
     "HEATER_OVER_TARGET": 1,
     "HEATER_RUNAWAY": 1,
     "HEATER_NOT_HEATING": 1,
+    "HEAT_BALANCE": 1,
     "TEMP_SENSOR_FAULT": 2,
     "OVER_PRESSURE": 3,
     "PRESSURE_NOT_RISING": 3,
+    "PRESSURE_SENSOR_FAULT": 3,
     "VALVE_STUCK": 3,
     "PUMP_OVERRUN": 3,
+    "COMPRESSION_TOO_LONG": 3,
     "MOTOR_STALL": 4,
     "SENSOR_BUS_FAULT": 5,
     "CONTROL_LOOP_STALL": 6,
+    "RELAY_WELDED": 6,
+    "POWER_FAULT": 6,
 }
 OTHER_FAULT_BLINKS = 6
 
@@ -406,7 +415,10 @@ class Panel:
         standby = status == "idle" and fault is None and now - self._active_at >= STANDBY_AFTER_S
         colour = status_colour(status, fault["code"] if fault else None, now, standby=standby)
         lit = not standby and fault is None
-        shown = (colour, lit and bool(state["heat"]), state["intensity"] if lit else 0)
+        heat_lit = lit and bool(state["heat"])
+        if heat_lit and state.get("warnings"):  # the target cannot be reached: a slow blink (1 s on/off)
+            heat_lit = int(now) % 2 == 0
+        shown = (colour, heat_lit, state["intensity"] if lit else 0)
         if shown != self._shown:
             self._shown = shown
             self.status_led.value = colour

@@ -26,7 +26,16 @@ def plant_wiring(config: Config) -> PlantWiring:
             m: (i.address, i.channel, models["motor_current"][m]) for m, i in s.motor_current.items()
         },
         rail=(s.rail.address, s.rail.channel, s.rail.volts_per_volt),
+        divider_supply=_divider_supply(config),
     )
+
+
+def _divider_supply(config: Config) -> tuple[int, int, float] | None:
+    """The thermistor divider supply input, when the config has one (for ratiometric reading)."""
+    sensed = getattr(config.sensors, "divider_supply", None)
+    if sensed is None:
+        return None
+    return (sensed.address, sensed.channel, sensed.volts_per_volt)
 
 
 def mock_factory() -> MockFactory:

@@ -25,22 +25,23 @@ class Thermistor:
     open_fraction: float = OPEN_FRACTION
     short_fraction: float = SHORT_FRACTION
 
-    def resistance(self, volts: float) -> float:
-        """Thermistor resistance in ohms for the divider node voltage; raises on open or short."""
-        fraction = volts / self.supply_v
+    def resistance(self, volts: float, supply_v: float | None = None) -> float:
+        """Thermistor resistance in ohms for the node voltage (ratiometric when ``supply_v`` is measured)."""
+        supply = self.supply_v if supply_v is None else supply_v
+        fraction = volts / supply
         if fraction >= self.open_fraction:
             raise SensorOpenCircuit(
-                f"thermistor {self.name} reads {volts:.3f} V of {self.supply_v} V: open circuit"
+                f"thermistor {self.name} reads {volts:.3f} V of {supply:.3f} V: open circuit"
             )
         if fraction <= self.short_fraction:
             raise SensorShortCircuit(
-                f"thermistor {self.name} reads {volts:.3f} V of {self.supply_v} V: short circuit"
+                f"thermistor {self.name} reads {volts:.3f} V of {supply:.3f} V: short circuit"
             )
         return self.series_ohm * fraction / (1.0 - fraction)
 
-    def celsius(self, volts: float) -> float:
-        """Temperature in °C for the divider node voltage; raises on open or short."""
-        ohm = self.resistance(volts)
+    def celsius(self, volts: float, supply_v: float | None = None) -> float:
+        """Temperature in °C for the node voltage (``supply_v``: the measured divider supply)."""
+        ohm = self.resistance(volts, supply_v)
         inv_t = 1.0 / (self.nominal_c + KELVIN) + math.log(ohm / self.nominal_ohm) / self.beta
         return 1.0 / inv_t - KELVIN
 

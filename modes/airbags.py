@@ -30,6 +30,9 @@ REACHED_MMHG = 1.0  # a zone within this of its target has reached it
 PUMP_BURST_MAX_S = 7.0  # the pump never runs longer in one go (the supervisor trips at 10 s)
 PUMP_REST_S = 0.5  # rest after a burst that hit the limit
 HANDOFF_MARGIN_MMHG = 2.0  # a hand-off must settle at least this far below the next zone's target
+# A zone that has not reached its target this long after its ramp should have (a leak): end the wave
+# (vent all) rather than hold the leg pressed; the supervisor's COMPRESSION_TOO_LONG is the hard cap.
+INFLATE_GRACE_S = 15.0
 
 _VENTED, _INFLATE, _HOLD = "vented", "inflate", "hold"
 
@@ -64,6 +67,7 @@ class AirbagControl:
         self._hold_until = 0.0
         self._pump_since: float | None = None
         self._rest_until = 0.0
+        self._give_up_at = 0.0
 
     @property
     def state(self) -> str:
@@ -124,6 +128,12 @@ class AirbagControl:
             p = pressure.get(zone)
             if p is not None and self._setpoint >= self._target and p >= self._target - REACHED_MMHG:
                 self._begin_hold(now)
+            elif now >= self._give_up_at:
+                log.warning("airbags: %s did not reach %.0f mmHg in time (a leak?); ending the wave",
+                            zone, self._target)
+                assert self._wave is not None
+                self.vent_all(now, self._wave.pause_s)
+                return
         elif now >= self._hold_until:
             if self._index + 1 < len(self._zones):
                 self._begin_inflate(now, self._index + 1, pressure)
@@ -132,8 +142,8 @@ class AirbagControl:
                 self.vent_all(now, self._wave.pause_s)
                 return
         self._run_pump(now, pressure)
-        for zone in self.connected:
-            self.setpoints[zone] = self._setpoint
+        if self.connected:  # the setpoint belongs to the zone being pressed, not to a hand-off donor
+            self.setpoints[self._zones[self._index]] = self._setpoint
 
     # -- wave stages ---------------------------------------------------------------------------
 
@@ -152,6 +162,8 @@ class AirbagControl:
         self._target = target
         self._rise = self._wave.rise_mmhg_s[zone]
         self._setpoint = min(target, settle_mmhg(pressure, connected))
+        ramp_s = (target - self._setpoint) / self._rise if self._rise else 0.0
+        self._give_up_at = now + ramp_s + INFLATE_GRACE_S
         self._set(frozenset(connected), self.pump)
 
     def _begin_hold(self, now: float) -> None:
@@ -167,14 +179,11 @@ class AirbagControl:
     def _run_pump(self, now: float, pressure: Mapping[Zone, float | None]) -> None:
         """Bang-bang with hysteresis on the ramped setpoint; any zone near its cap vents at once."""
         connected = self.connected
-        highest = 0.0
         unsafe: list[Zone] = []
         for zone in connected:
             p = pressure.get(zone)
             if p is None or p >= self.caps[zone] - CAP_GUARD_MMHG:
                 unsafe.append(zone)
-            elif p > highest:
-                highest = p
         if unsafe:
             # End the whole wave: venting only the unsafe zone would leave the wave waiting forever
             # for a target it can no longer reach (or a lower zone held pressed). The next wave
@@ -184,6 +193,10 @@ class AirbagControl:
             self.vent_all(now, self._wave.pause_s if self._wave is not None else 0.0)
             return
         setpoint = self._setpoint
+        # The pump follows the zone being pressed: in a hand-off the fuller donor zone must not stop
+        # it (with a leak the pair would settle short of the target for ever); the cap guard above
+        # protects the donor.
+        highest = pressure.get(self._zones[self._index]) or 0.0
         if self.pump > 0.0:
             on_for = now - (self._pump_since if self._pump_since is not None else now)
             if highest >= setpoint - PUMP_LEAD_MMHG or on_for >= PUMP_BURST_MAX_S:
@@ -206,5 +219,6 @@ class AirbagControl:
         if not connected:
             self._pump_since = None
         setpoints = self.setpoints
+        pressed = self._zones[self._index] if connected and self._zones else None
         for zone in ZONES:
-            setpoints[zone] = self._setpoint if zone in connected else 0.0
+            setpoints[zone] = self._setpoint if zone == pressed else 0.0

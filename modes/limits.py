@@ -38,6 +38,12 @@ SETPOINT_REACH_S: Final = 10.0
 VENTED_MMHG: Final = 10.0
 VENT_DEADLINE_S: Final = 3.0
 PUMP_MAX_ON_S: Final = 10.0
+# Compression devices bound how long a limb stays squeezed (perfusion): no zone stays connected
+# (pressed) longer than this in one go; programs hold far shorter (MAX_HOLD_S plus the rise).
+COMPRESSION_MAX_S: Final = 60.0
+# A program's own compression of a zone (its ramp, its hold and the next zone's ramp while it hands
+# its air on) must fit in this, leaving the airbag controller's grace before COMPRESSION_MAX_S.
+PROGRAM_COMPRESSION_MAX_S: Final = 40.0
 
 # Motors
 STALL_CURRENT_A: Final = 2.0

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from modes.limits import TIMER_MAX_MIN, ZONES, Zone
+from modes.limits import PRESSURE_CAP_MMHG, PROGRAM_COMPRESSION_MAX_S, TIMER_MAX_MIN, ZONES, Zone
 
 PHASES: tuple[str, ...] = ("warm_up", "work", "cool_down")
 MIN_PRESSURE_FRACTION = 0.05  # below this a zone barely touches the leg
@@ -95,6 +95,16 @@ class Wave(_Model):
         for rise in rises:
             if rise is not None and not 1.0 <= rise <= 200.0:
                 raise ValueError(f"rise_mmhg_s = {rise}: must be between 1 and 200 mmHg/s")
+        for i, zone in enumerate(zones):  # how long each zone stays pressed, at intensity 5
+            pressed_s = self._ramp_s(zone) + self.hold_s
+            if self.pulse == "long" and i + 1 < len(zones):
+                pressed_s += self._ramp_s(zones[i + 1])  # connected while it hands its air on
+            if pressed_s > PROGRAM_COMPRESSION_MAX_S:
+                raise ValueError(
+                    f"zone {zone} would stay pressed about {pressed_s:.0f} s (ramp, hold_s = {self.hold_s} s "
+                    f"and the hand-off); at most {PROGRAM_COMPRESSION_MAX_S:.0f} s: shorten hold_s or "
+                    "raise rise_mmhg_s"
+                )
         if self.pulse == "short":
             if self.hold_s > SHORT_PULSE_MAX_HOLD_S:
                 raise ValueError(
@@ -104,6 +114,12 @@ class Wave(_Model):
             if self.rise_mmhg_s is not None:
                 raise ValueError("rise_mmhg_s: short pulses inflate at full pump speed; remove it")
         return self
+
+    def _ramp_s(self, zone: Zone) -> float:
+        """Seconds the ramp of ``zone`` takes from empty to its target at intensity 5."""
+        rise = self.rise(zone)
+        fraction = self.fraction(zone, missing_ok=True) or 0.0
+        return fraction * PRESSURE_CAP_MMHG[zone] / rise if rise else 0.0
 
     def fraction(self, zone: Zone, *, missing_ok: bool = False) -> float | None:
         """The fraction of ``zone``'s cap this wave presses to (at intensity 5)."""

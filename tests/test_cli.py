@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from device import app as app_module
 from device.cli import build_parser, config_from_args, main
+from drivers.sim.plant import PlantParams
 
 
 def test_cli_run_without_gpio_says_to_use_sim(
@@ -112,3 +114,30 @@ def test_cli_safe_off_switches_outputs_off_even_without_the_i2c_bus(
     assert "every output is off" in capsys.readouterr().out
     relay = factory.pin(24)
     assert relay.state == 0 and relay.function == "input"  # driven off, then released
+
+
+def test_cli_plant_seed_must_be_a_whole_number(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--sim", "--plant-seed", "lucky"])
+    assert exited.value.code == 2
+    assert "--plant-seed: must be a whole number, got 'lucky'" in capsys.readouterr().err
+
+
+def test_cli_plant_seed_without_sim_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["run", "--plant-seed", "3", "--state-dir", str(tmp_path)]) == 2
+    assert "--plant-seed works only with --sim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [None, 11])
+def test_cli_plant_seed_draws_the_apps_plant(seed: int | None, tmp_path: Path) -> None:
+    seed_args = ["--plant-seed", str(seed)] if seed is not None else []
+    args = build_parser().parse_args(["run", "--sim", "--state-dir", str(tmp_path), *seed_args])
+    assert args.plant_seed == seed
+    app = app_module.App(config_from_args(args), sim=True, plant_seed=args.plant_seed)
+    try:
+        assert app.rig is not None
+        expected = PlantParams() if seed is None else PlantParams.draw(seed)
+        assert app.rig.plant.params == dataclasses.replace(expected, deadman_timeout_s=app_module.DEADMAN_HW_S)
+    finally:
+        assert app.rig is not None
+        app.rig.close()

@@ -64,7 +64,7 @@ def test_defaults_match_the_hard_caps() -> None:
     assert c.heater.default_target_c == 40.0 and c.safety.heat_target_max_c == 42.0
     loads = [getattr(c.pins, name) for name in c.pins.LOADS]
     assert all(9 <= pin <= 27 and pin not in (14, 15) for pin in loads)
-    assert c.adc.addresses == (0x48, 0x49)
+    assert c.adc.addresses == (0x48, 0x49, 0x4A)  # the third reads the thermistor divider supply
     assert c.sensors.thermistors["pad_1"].beta == 3950.0
 
 
@@ -303,4 +303,22 @@ def test_config_non_finite_per_zone_pressure_is_refused(tmp_path: Path, value: s
     path = tmp_path / "massager.toml"
     path.write_text(f"[safety.pressure_trip_mmhg]\nfoot = {value}\n")
     with pytest.raises(ConfigError, match=r"safety\.pressure_trip_mmhg\.foot: Input should be a finite number"):
+        load_config(path)
+
+
+def test_a_unit_without_the_third_converter_reads_thermistors_without_the_supply(tmp_path: Path) -> None:
+    path = tmp_path / "two.toml"
+    path.write_text("[adc]\naddresses = [0x48, 0x49]\n", encoding="utf-8")
+    assert load_config(path).sensors.divider_supply is None
+    path.write_text("[adc]\naddresses = [0x48, 0x49]\n[sensors.divider_supply]\naddress = 0x4A\nchannel = 0\n",
+                    encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"divider_supply\.address 0x4a is not one of adc\.addresses"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("key", "value"), [("power_tolerance", 0.3), ("loss_per_s", 0.004)])
+def test_heat_balance_model_may_only_be_tightened(tmp_path: Path, key: str, value: float) -> None:
+    path = tmp_path / "loose.toml"
+    path.write_text(f"[heater]\n{key} = {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"heater\.{key}"):
         load_config(path)

@@ -16,9 +16,10 @@ from rich.console import Console
 
 from device.app import App
 from device.config import Config, load_config
-from device.dashboard import HOLD_MARGIN_S, Dashboard
+from device.dashboard import HOLD_MARGIN_S, Dashboard, plant_params_text
 from device.panel import FRAME_S, panel_task
 from drivers.clock import LoopClock, run_virtual
+from drivers.sim.plant import PlantParams
 
 Script = Callable[[App, Dashboard], Awaitable[None]]
 
@@ -240,3 +241,22 @@ def test_dashboard_task_without_sim_ends_quietly(tmp_path: Path) -> None:
     run_virtual(dashboard_task(NoSim()))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="--sim"):
         Dashboard(NoSim())  # type: ignore[arg-type]
+
+
+def test_dashboard_shows_the_plant_params_and_fault_parameters(tmp_path: Path) -> None:
+    async def script(app: App, dash: Dashboard) -> None:
+        view = _text(dash)
+        for words in ("pump 38.0 mmHg/s", "air 25.0 °C", "skin 32.0 °C", "volumes 1.00/1.65/2.24",
+                      "roller load 1.00/1.00"):
+            assert words in view, words
+        app.device.inject_sim_fault({"fault": "leak", "zone": "calf", "rate": 0.5})
+        assert "leak(zone=calf, rate=0.5)" in _text(dash)
+
+    assert run_with_dashboard(make_config(tmp_path / "state"), script) == 0
+
+
+def test_dashboard_plant_line_shows_drawn_values() -> None:
+    drawn = PlantParams.draw(42)
+    text = plant_params_text(drawn.as_dict())
+    assert f"pump {drawn.pump_flow:.1f} mmHg/s" in text and f"air {drawn.air_c:.1f} °C" in text
+    assert f"roller load {drawn.motor_load['foot_rollers']:.2f}/" in text

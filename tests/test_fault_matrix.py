@@ -196,9 +196,11 @@ def _cases() -> list[Case]:
     # the warming itself is the condition; it fades once the relay is open (see the test below)
     cases.append(Case("heater_runaway", "work", runaway, 12.0, heat=False))
     cases.append(Case("heater_runaway", "pause", runaway, 12.0))
-    not_heating = frozenset({FaultCode.HEATER_NOT_HEATING})
-    cases.append(Case("heater_open", "warm_up", not_heating, 62.0))
-    cases.append(Case("heater_open", "work", not_heating, 62.0))
+    # A pad that does not warm under full power looks, to the thermistors, like a pad whose sensors
+    # came off it: the energy balance latches (a merely weak heater only warns: the campaign tests).
+    balance = frozenset({FaultCode.HEAT_BALANCE})
+    cases.append(Case("heater_open", "warm_up", balance, 120.0))
+    cases.append(Case("heater_open", "work", balance, 120.0))
     not_rising = frozenset({FaultCode.PRESSURE_NOT_RISING})
     stall = frozenset({FaultCode.MOTOR_STALL})
     for fault, params in (("valve_stuck_open", (("zone", "calf"),)), ("pump_dead", ())):
@@ -263,7 +265,7 @@ def test_fault_matrix_runaway_reset_refused_while_the_pad_still_warms(make_unit:
     unit.plant.inject("heater_runaway")
     fault = unit.run(12.0)
     assert fault is not None and fault.code is FaultCode.HEATER_RUNAWAY
-    unit.tick()
+    unit.run(3.0, stop_on_fault=False)  # every zone vented: the reset is judged on the heat alone
     assert "still rising" in (unit.reset() or "")
     assert unit.plant.all_off()
 

@@ -362,3 +362,11 @@ def test_programs_examples_in_the_docs_are_valid(tmp_path: Path) -> None:
     library, problems = load_library(tmp_path)
     assert problems == []
     assert library.get("evening_calves").pass_s == library.get("evening_calves_json").pass_s == 300.0
+
+
+def test_program_wave_pressing_a_zone_too_long_is_refused() -> None:
+    from modes.program import Wave
+
+    with pytest.raises(ValueError, match=r"stay pressed about .* hold_s = 35"):
+        Wave(zones=("foot", "ankle"), pressure=0.5, hold_s=35.0, rise_mmhg_s=5.0)
+    Wave(zones=("foot", "ankle"), pressure=0.5, hold_s=10.0, rise_mmhg_s=5.0)  # 12 + 10 + 8 s: fine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping
 
@@ -37,8 +38,12 @@ def make_sample(
     outputs: Mapping[str, float | bool] | None = None,
     errors: Mapping[str, str] | None = None,
     bus_error: str | None = None,
+    rail_v: float | None = None,
 ) -> Sample:
-    """A Sample with calm defaults: both pads at ``temp``, zones empty, motors idle, outputs off."""
+    """A Sample with calm defaults: both pads at ``temp``, zones empty, motors idle, outputs off.
+
+    The rail follows the relay (12 V when ``outputs`` has it on) unless ``rail_v`` is given.
+    """
     if bus_error is not None:
         return Sample(
             t=t,
@@ -55,7 +60,7 @@ def make_sample(
         temperature_c=dict(temps) if temps is not None else {"pad_1": temp, "pad_2": temp},
         pressure_mmhg={**dict.fromkeys(ZONES, 0.0), **(pressure or {})},
         motor_current_a={"foot_rollers": 0.0, "calf_rollers": 0.0, **(current or {})},
-        rail_v=0.0,
+        rail_v=rail_v if rail_v is not None else (12.0 if (outputs or {}).get("relay") else 0.0),
         outputs={**OUTPUTS_OFF, **(outputs or {})},
         errors=dict(errors or {}),
     )
@@ -149,15 +154,35 @@ def test_safety_runaway_does_not_count_while_the_heater_is_on(supervisor: Superv
 
 
 def test_safety_not_heating_with_enough_gain_does_not_trip(supervisor: Supervisor) -> None:
-    on = {"heater": 1.0, "relay": True}
+    on = {"heater": 0.3, "relay": True}
     sample_at = lambda t: make_sample(t, temp=30.0 + 1.02 * t / 60.0, outputs=on)  # noqa: E731
     assert feed(supervisor, 240.0, sample_at, HEAT_40) is None
 
 
-def test_safety_not_heating_with_too_little_gain_trips(supervisor: Supervisor) -> None:
+def test_safety_not_heating_with_too_little_gain_warns_without_latching(supervisor: Supervisor) -> None:
+    on = {"heater": 0.3, "relay": True}  # a weak heater in a cold room: slow, and no hazard
+    gain = lambda t: make_sample(t, temp=30.0 + 0.98 * t / 60.0, outputs=on)  # noqa: E731
+    assert feed(supervisor, 59.0, gain, HEAT_40) is None and supervisor.warnings == {}
+    assert feed(supervisor, 2.0, lambda t: gain(59.0 + t), HEAT_40) is None
+    assert "HEAT_TARGET_UNREACHABLE" in supervisor.warnings
+    assert "cannot reach its target" in supervisor.warnings["HEAT_TARGET_UNREACHABLE"]
+    assert supervisor.latched is None
+
+
+def test_safety_heat_balance_trips_when_the_heat_delivered_does_not_show(supervisor: Supervisor) -> None:
+    # Full power for a minute and a half should warm the pad by several degrees; a flat reading
+    # (both thermistors off the pad, or both reading low) is a hazard.
     on = {"heater": 1.0, "relay": True}
-    fault = feed(supervisor, 240.0, lambda t: make_sample(t, temp=30.0 + 0.98 * t / 60.0, outputs=on), HEAT_40)
-    assert_trips(fault, FaultCode.HEATER_NOT_HEATING, at=60.0)
+    assert feed(supervisor, 1.0, lambda t: make_sample(t, temp=30.0)) is None  # at rest first
+    fault = feed(supervisor, 200.0, lambda t: make_sample(1.0 + t, temp=30.0, outputs=on), HEAT_40)
+    assert fault is not None and fault.code is FaultCode.HEAT_BALANCE, fault
+    assert 60.0 < fault.t < 120.0, fault
+
+
+def test_safety_heat_balance_quiet_for_a_pad_that_warms(supervisor: Supervisor) -> None:
+    on = {"heater": 1.0, "relay": True}
+    warming = lambda t: make_sample(t, temp=30.0 + 0.04 * t, outputs=on)  # noqa: E731  (rated 0.0595 °C/s)
+    assert feed(supervisor, 200.0, warming, HEAT_40) is None
 
 
 def test_safety_not_heating_ignores_holding_near_the_target(supervisor: Supervisor) -> None:
@@ -323,8 +348,21 @@ def test_safety_zone_vented_below_ten_does_not_trip(supervisor: Supervisor) -> N
 
 
 def test_safety_zone_venting_in_time_does_not_trip(supervisor: Supervisor) -> None:
-    sample_at = lambda t: make_sample(t, pressure={"foot": 100.0 if t < 2.95 else 9.9})  # noqa: E731
-    assert feed(supervisor, 10.0, sample_at) is None
+    slow_vent = lambda t: make_sample(t, pressure={"foot": 100.0 * math.exp(-t / 1.25)})  # noqa: E731
+    assert feed(supervisor, 10.0, slow_vent) is None  # below 10 mmHg at 2.9 s
+
+
+def test_safety_pressure_reading_that_drops_faster_than_venting_trips(supervisor: Supervisor) -> None:
+    held = {"valve_foot": True, "relay": True}  # connected, holding: a hose pulled off the sensor
+    fault = feed(supervisor, 2.0, lambda t: make_sample(t, pressure={"foot": 100.0 if t < 1.0 else 0.0},
+                                                        outputs=held))
+    fault = assert_trips(fault, FaultCode.PRESSURE_SENSOR_FAULT, at=1.0)
+    assert "foot" in fault.message
+
+
+def test_safety_pressure_reading_that_falls_as_fast_as_venting_does_not_trip(supervisor: Supervisor) -> None:
+    fast_vent = lambda t: make_sample(t, pressure={"calf": 70.0 * math.exp(-t / 0.3)})  # noqa: E731
+    assert feed(supervisor, 3.0, fast_vent) is None
 
 
 def test_safety_zone_not_vented_within_three_seconds_trips(supervisor: Supervisor) -> None:
@@ -441,7 +479,7 @@ def test_safety_reset_refused_while_over_temperature_persists(supervisor: Superv
     assert reason == "pad_1 still reads 47.0 °C, above the 45.0 °C trip"
     assert supervisor.latched is not None
     reason = supervisor.reset(make_sample(20.0, temps={"pad_1": 44.0, "pad_2": 43.0}))
-    assert reason == "pad_1 still reads 44.0 °C; reset needs it at or below 42.0 °C (trip 45.0 °C)"
+    assert reason == "the pad still reads 44.0 °C; reset needs it at or below 42.0 °C (trip 45.0 °C)"
     assert supervisor.reset(make_sample(60.0, temps={"pad_1": 42.0, "pad_2": 41.0})) is None
     assert supervisor.latched is None
 
@@ -500,7 +538,7 @@ def test_safety_fault_as_dict_is_the_public_form() -> None:
 
 def test_safety_fault_codes_are_their_names() -> None:
     assert all(code.value == code.name for code in FaultCode)
-    assert len(FaultCode) == 12
+    assert len(FaultCode) == 17
 
 
 def test_safety_needs_thermistor_names(config: Config) -> None:
@@ -537,3 +575,10 @@ def test_safety_low_duty_stall_above_the_per_duty_limit_trips_after_half_a_secon
 def test_safety_per_duty_stall_rule_ignores_very_low_duty(supervisor: Supervisor) -> None:
     # at duty 0.05 the ratio is meaningless (0.3 A would read as 6 A per unit of duty)
     assert feed(supervisor, 2.0, _rollers(0.05, 0.3)) is None
+
+
+def test_safety_vented_zone_reading_below_zero_is_a_sensor_fault(supervisor: Supervisor) -> None:
+    """Open to the air a zone reads zero: a reading well below it means the sensor's zero drifted."""
+    assert feed(supervisor, 5.0, lambda t: make_sample(t, pressure={"calf": -4.0})) is None
+    fault = feed(supervisor, 5.0, lambda t: make_sample(5.0 + t, pressure={"calf": -8.0}))
+    assert fault is not None and fault.code is FaultCode.PRESSURE_SENSOR_FAULT and "calf" in fault.message
