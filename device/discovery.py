@@ -217,6 +217,7 @@ def discovery_messages(
         add("button", action, name, command_topic=topics.cmd, payload_press=command(action), icon=icon)
     add("sensor", "status", "Status",
         **state(f"{_jinja({s: words(s) for s in STATUSES})}[value_json.status] | default(value_json.status)"),
+        # options: Home Assistant 2024.3 ignores them on MQTT sensors; later versions list them
         device_class="enum", options=[words(s) for s in STATUSES], icon="mdi:information-outline")
     phases = {p: words(p).replace(" ", "-") for p in PHASES}
     add("sensor", "phase", "Phase",
@@ -228,7 +229,7 @@ def discovery_messages(
     add("sensor", "ends_at", "Ends at",
         **state("value_json.ends_at"), device_class="timestamp", icon="mdi:timer-check-outline")
     add("binary_sensor", "heating", "Heating",
-        **state(on_off("(value_json.outputs.heater or 0) > 0")), payload_on="ON", payload_off="OFF",
+        **state(on_off("(value_json.outputs.get('heater') or 0) > 0")), payload_on="ON", payload_off="OFF",
         device_class="heat")
     # -- problems -----------------------------------------------------------------------------
     add("binary_sensor", "fault", "Fault",
