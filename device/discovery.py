@@ -226,8 +226,16 @@ def discovery_messages(
     add("sensor", "remaining", "Remaining time",
         **state("value_json.remaining_s"),
         device_class="duration", unit_of_measurement="s", icon="mdi:timer-sand")
-    add("sensor", "ends_at", "Ends at",
-        **state("value_json.ends_at"), device_class="timestamp", icon="mdi:timer-check-outline")
+    # No end time outside a session: unavailable then (a timestamp sensor takes no "None" in Home
+    # Assistant 2024.3: it logs a warning per message), so the value there is only a placeholder.
+    add("sensor", "ends_at", "Ends at", available=False,
+        availability=[{"topic": topics.availability, "payload_available": "online",
+                       "payload_not_available": "offline"},
+                      {"topic": topics.state, "payload_available": "online", "payload_not_available": "offline",
+                       "value_template": "{{ 'online' if value_json.ends_at else 'offline' }}"}],
+        availability_mode="all",
+        **state("value_json.ends_at or value_json.boot_at"), device_class="timestamp",
+        icon="mdi:timer-check-outline")
     add("binary_sensor", "heating", "Heating",
         **state(on_off("(value_json.outputs.get('heater') or 0) > 0")), payload_on="ON", payload_off="OFF",
         device_class="heat")

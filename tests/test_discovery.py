@@ -122,7 +122,7 @@ def test_discovery_has_every_entity_of_the_contract() -> None:
 def test_discovery_every_payload_has_the_required_keys_for_its_component() -> None:
     for msg in _messages().values():
         required = COMMON_KEYS | REQUIRED_KEYS[msg.component]
-        if msg.object_id != "connection":
+        if msg.object_id not in ("connection", "ends_at"):
             required |= AVAILABILITY_KEYS
         missing = required - msg.config.keys()
         assert not missing, f"{msg.topic} lacks {missing}"
@@ -223,8 +223,19 @@ def test_discovery_states_read_as_words() -> None:
     assert value_of(msgs["last_fault"], RUNNING) == "Over temperature"
     assert value_of(msgs["last_problem"], RUNNING) == "Start refused"
     assert value_of(msgs["last_problem"], IDLE) == "None"  # Home Assistant's "no value" (unknown)
-    assert value_of(msgs["ends_at"], IDLE) == "None"
     assert value_of(msgs["ends_at"], RUNNING) == "2026-12-02T08:13:32+00:00"
+
+
+def test_discovery_ends_at_is_unavailable_outside_a_session_and_always_a_timestamp() -> None:
+    ends_at = _messages()["ends_at"].config
+    assert ends_at["availability_mode"] == "all"
+    device, session = ends_at["availability"]
+    assert device == {"topic": "massager/unit7/availability", "payload_available": "online",
+                      "payload_not_available": "offline"}
+    assert session["topic"] == "massager/unit7/state"
+    for state, online in ((IDLE, "offline"), (RUNNING, "online"), (FAULT, "offline")):
+        assert render(session["value_template"], value_json=state) == online
+        assert datetime.datetime.fromisoformat(value_of(ends_at, state)).tzinfo is not None
 
 
 def test_discovery_problem_states() -> None:
