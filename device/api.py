@@ -20,6 +20,7 @@ from device import commands as cmds
 from device.commands import CommandError, Reply
 from device.config import Config
 from device.controller import Controller
+from device.discovery import words
 from device.faultlog import FaultLog
 from device.persist import LatchedFault, Preferences, StateStore, StoredState
 from device.safety import Fault, Supervisor
@@ -43,12 +44,6 @@ Listener = Callable[[str], None]
 def iso_time(epoch_s: float) -> str:
     """An epoch time as ISO 8601 in UTC with its offset, to the second (what Home Assistant shows)."""
     return datetime.datetime.fromtimestamp(round(epoch_s), datetime.UTC).isoformat()
-
-
-def words(code: str) -> str:
-    """A code as words: ``HEAT_TARGET_UNREACHABLE`` -> ``Heat target unreachable``."""
-    text = code.replace("_", " ").strip()
-    return text[:1].upper() + text[1:].lower()
 
 
 @dataclass(frozen=True)

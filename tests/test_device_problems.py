@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from device.api import Problem, iso_time, wifi_signal_dbm, words
+from device.api import Problem, iso_time, wifi_signal_dbm
+from device.discovery import words
 
 WIRELESS = """Inter-| sta-|   Quality        |   Discarded packets               | Missed | WE
  face | tus | link level noise |  nwid  crypt   frag  retry   misc | beacon | 22
