@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import datetime
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from device import __version__
 from device import commands as cmds
 from device.commands import CommandError, Reply
 from device.config import Config
 from device.controller import Controller
+from device.discovery import words
 from device.faultlog import FaultLog
 from device.persist import LatchedFault, Preferences, StateStore, StoredState
 from device.safety import Fault, Supervisor
@@ -28,8 +33,55 @@ from modes.signals import Sample
 log = logging.getLogger(__name__)
 
 USAGE_SAVE_EVERY_S = 300.0  # usage counters reach the SD card at most this often while running
+SESSION_RUN = "session"  # usage.run_s key: time spent running a session (paused time excluded)
+PROBLEMS_KEPT = 16  # problems (refusals, faults, warnings) kept for the MQTT event topic
+WIRELESS = Path("/proc/net/wireless")
+WIFI_READ_EVERY_S = 10.0
 ACTUATORS = ("foot_rollers", "calf_rollers", "pump", "valve_foot", "valve_ankle", "valve_calf", "heater")
 Listener = Callable[[str], None]
+
+
+def iso_time(epoch_s: float) -> str:
+    """An epoch time as ISO 8601 in UTC with its offset, to the second (what Home Assistant shows)."""
+    return datetime.datetime.fromtimestamp(round(epoch_s), datetime.UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something a user should hear about: a refused command, a latched fault, a new warning."""
+
+    seq: int  # increases by one per problem since start-up
+    kind: str  # refused, fault, warning
+    code: str  # the fault or warning code; for a refusal the refused action
+    message: str
+    at: float  # wall-clock epoch seconds
+
+    @property
+    def summary(self) -> str:
+        """A short line for Home Assistant's state (at most 255 characters there)."""
+        if self.kind == "refused":
+            return f"{words(self.code)} refused"
+        return f"{words(self.kind)}: {words(self.code)}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The public form (state ``last_problem``, the ``event`` topic)."""
+        return {"kind": self.kind, "code": self.code, "summary": self.summary, "message": self.message,
+                "at": iso_time(self.at)}
+
+
+def wifi_signal_dbm(path: Path = WIRELESS) -> int | None:
+    """The Wi-Fi signal level in dBm from /proc/net/wireless, or None without Wi-Fi."""
+    try:
+        lines = path.read_text(encoding="ascii", errors="ignore").splitlines()[2:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4 and fields[0].endswith(":"):
+            with contextlib.suppress(ValueError):
+                level = int(float(fields[3].rstrip(".")))
+                return level if level < 0 else None  # a positive level is a quality, not dBm
+    return None
 
 
 @dataclass(frozen=True)
@@ -75,6 +127,11 @@ class Device:
         self._storage_error: str | None = store.error
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        self.boot_at = wall_clock()
+        self.problems: collections.deque[Problem] = collections.deque(maxlen=PROBLEMS_KEPT)
+        self.problem_seq = 0
+        self._warned: set[str] = set()
+        self._wifi: tuple[float, int | None] = (-1e9, None)
         controller.on_pass = self.on_pass
         controller.on_fault = self.on_fault
         store.on_result = self._storage_result
@@ -112,6 +169,20 @@ class Device:
                 loop.call_soon_threadsafe(self._changed, "storage")
         else:
             self._changed("storage")
+
+    # -- problems -------------------------------------------------------------------------------
+
+    def note_problem(self, kind: str, code: str, message: str) -> Problem:
+        """Remember a refusal, fault or warning for the state's ``last_problem`` and the event topic."""
+        self.problem_seq += 1
+        problem = Problem(self.problem_seq, kind, code, message, self.wall_clock())
+        self.problems.append(problem)
+        self._changed("problem")
+        return problem
+
+    def problems_after(self, seq: int) -> list[Problem]:
+        """The problems kept whose sequence number is above ``seq``, oldest first."""
+        return [p for p in self.problems if p.seq > seq]
 
     # -- preferences --------------------------------------------------------------------------
 
@@ -179,9 +250,16 @@ class Device:
             saving = self.execute(command, source=source)
         except CommandError as exc:
             log.info("command from %s refused: %s", source, exc)
+            self.refused(data, str(exc))
             return Reply(cmds.request_id(data), False, str(exc))
         assert saving is not None
         return PendingSet(command, saving, undo, preferences)
+
+    def refused(self, data: Any, error: str) -> None:
+        """Note a refused command message (``data``: its decoded JSON, if any) as a problem."""
+        action = data.get("action") if isinstance(data, dict) else None
+        known = action if isinstance(action, str) and action in cmds.ACTIONS else "command"
+        self.note_problem("refused", known, error)
 
     def finish_set(self, pending: PendingSet) -> Reply:
         """The reply to a ``set`` once its write is done: ``ok`` only when saved, else undone and refused."""
@@ -205,6 +283,7 @@ class Device:
         self._changed("set")
         error = f"storage: the settings could not be saved ({exc.strerror or exc}); nothing changed"
         log.error("set refused: %s", error)
+        self.note_problem("refused", "set", error)
         return Reply(command.id, False, error)
 
     def execute(self, command: Any, *, source: str) -> Future[None] | None:
@@ -250,6 +329,8 @@ class Device:
                     heat_target_c=command.heat_target_c,
                     skip_zones=frozenset(command.skip_zones) if command.skip_zones is not None else None,
                 )
+                if command.child_lock is not None:
+                    self.set_child_lock(command.child_lock)
             elif action == "reset_fault":
                 self.reset_fault()
                 return None
@@ -298,10 +379,12 @@ class Device:
         appended = self.store.run_critical(lambda: self.fault_log.append(entry))
         appended.add_done_callback(self._fault_log_result)
         self.stored.usage.faults += 1
+        self.stored.usage.last_fault = str(fault.code)
         self.stored.latched_fault = LatchedFault(code=str(fault.code), message=fault.message,
                                                  since=fault.since)
         self._save(critical=True)
         self._changed("fault")
+        self.note_problem("fault", str(fault.code), fault.message)
 
     def _fault_log_result(self, appended: Future[None]) -> None:
         """From the writer thread: a fault record that did not reach the fault log is a storage error."""
@@ -319,7 +402,14 @@ class Device:
             for name in ACTUATORS:
                 if sample.outputs.get(name):
                     run_s[name] = round(run_s.get(name, 0.0) + dt, 3)
+            if self.session.status is Status.RUNNING:
+                run_s[SESSION_RUN] = round(run_s.get(SESSION_RUN, 0.0) + dt, 3)
         self._last_pass_t = sample.t
+        warnings = self.supervisor.warnings
+        if warnings.keys() != self._warned:
+            for code in warnings.keys() - self._warned:
+                self.note_problem("warning", code, warnings[code])
+            self._warned = set(warnings)
         snap = self.session.snapshot()
         key = (snap.status, snap.program, snap.phase, snap.intensity, snap.heat, snap.timer_min,
                self.supervisor.latched, self.child_lock, snap.skip_zones,
@@ -397,7 +487,34 @@ class Device:
             "sensor_doubt": self.supervisor.doubt,  # why a start is refused now (a sensor implausible)
             "child_lock": self.child_lock,
             "storage_error": self.store.error,
+            "ends_at": (iso_time(self.wall_clock() + snap.remaining_s)
+                        if snap.status is Status.RUNNING and snap.remaining_s is not None else None),
+            "last_problem": self.problems[-1].as_dict() if self.problems else None,
+            "boot_at": iso_time(self.boot_at),
+            "firmware": __version__,
+            "usage": self._usage(),
+            "wifi_dbm": self._wifi_dbm(),
         }
+
+    def _usage(self) -> dict[str, Any]:
+        usage = self.stored.usage
+        return {
+            "sessions": usage.sessions,
+            "session_h": round(usage.run_s.get(SESSION_RUN, 0.0) / 3600.0, 2),
+            "faults": usage.faults,
+            "last_fault": usage.last_fault,
+        }
+
+    def _wifi_dbm(self) -> int | None:
+        """The Wi-Fi signal, read at most every WIFI_READ_EVERY_S (None in the simulation: not the host's)."""
+        if self.sim is not None:
+            return None
+        read_at, dbm = self._wifi
+        now = time.monotonic()
+        if now - read_at >= WIFI_READ_EVERY_S:
+            dbm = wifi_signal_dbm()
+            self._wifi = (now, dbm)
+        return dbm
 
 
 _SET_FIELDS = ("program", "intensity", "heat", "timer_min", "heat_target_c", "skip_zones")

@@ -73,6 +73,7 @@ class Set(_Base):
     heat_target_c: HeatTarget | None = None
     timer_min: TimerMin | None = None
     skip_zones: list[limits.Zone] | None = Field(None, max_length=3)
+    child_lock: bool | None = None  # lock or unlock the panel (only stop works on it while locked)
 
 
 class Stop(_Base):

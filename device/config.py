@@ -449,6 +449,31 @@ class Mqtt(Model):
         return self.password
 
 
+class DeviceInfo(Model):
+    """How the unit introduces itself to Home Assistant (the device page) and to people."""
+
+    name: str = Field("", max_length=64)  # "" = "Massager <device id>"
+    manufacturer: str = Field("Massager firmware project", min_length=1, max_length=64)
+    model: str = Field("Shiatsu foot-and-calf massager", min_length=1, max_length=64)
+    hw_version: str = Field("", max_length=32)  # "" = not shown
+    serial_number: str = Field("", max_length=64)  # "" = the Pi's serial number, else the device id
+    suggested_area: str = Field("", max_length=64)  # "" = none; e.g. "Living room"
+    web_remote: bool = False  # the phone remote runs on this unit: its page at http://<host name>.local/
+    configuration_url: str = Field("", max_length=256, pattern=r"^(https?://\S+)?$")  # overrides web_remote
+
+    def resolved_name(self, device_id: str) -> str:
+        """The friendly name: the configured one, else ``Massager <device id>``."""
+        return self.name.strip() or f"Massager {device_id}"
+
+    def resolved_configuration_url(self, hostname: str | None = None) -> str | None:
+        """The device's web page for Home Assistant's "Visit" link, or None when it has none."""
+        if self.configuration_url:
+            return self.configuration_url
+        if self.web_remote:
+            return f"http://{hostname or socket.gethostname()}.local/"
+        return None
+
+
 class Config(Model):
     """The whole configuration."""
 
@@ -464,6 +489,7 @@ class Config(Model):
     session: Session = Session()
     panel: Panel = Panel()
     mqtt: Mqtt = Mqtt()
+    device: DeviceInfo = DeviceInfo()
 
     @model_validator(mode="before")
     @classmethod
@@ -537,8 +563,8 @@ class Config(Model):
         return self.device_id or default_device_id()
 
 
-def default_device_id() -> str:
-    """The Pi's serial number when there is one, else the host name, reduced to [A-Za-z0-9_-]."""
+def pi_serial_number() -> str:
+    """The Pi's serial number (without leading zeros), or "" when this is no Pi."""
     serial = ""
     for path in (Path("/sys/firmware/devicetree/base/serial-number"), Path("/proc/cpuinfo")):
         try:
@@ -553,7 +579,12 @@ def default_device_id() -> str:
             serial = text.strip("\x00\n ")
         if serial:
             break
-    raw = serial.lstrip("0") or socket.gethostname()
+    return serial.lstrip("0")
+
+
+def default_device_id() -> str:
+    """The Pi's serial number when there is one, else the host name, reduced to [A-Za-z0-9_-]."""
+    raw = pi_serial_number() or socket.gethostname()
     cleaned = "".join(c if c.isalnum() or c in "_-" else "-" for c in raw)
     return cleaned[:64] or "massager"
 

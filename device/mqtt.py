@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 from device import commands as cmds
 from device.api import PendingSet
 from device.commands import MAX_PAYLOAD_BYTES, CommandError, Reply, printable
+from device.config import pi_serial_number
 from device.discovery import DeviceTopics, discovery_messages
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ DISCOVERY_MIN_GAP_S = 5.0  # Home Assistant "online" re-publishes discovery at m
 DROP_LOG_EVERY_S = 10.0
 RETAINED_REFUSAL = ("retained command ignored: a command acts only when it is sent; clear it with an "
                     "empty retained publish on this topic")
+RATE_LIMITED = "rate limited"
 AUTH_REFUSED = frozenset({4, 5, 134, 135})  # CONNACK: bad user name or password / not authorised
 ACTIVE = frozenset({"running", "paused", "finishing"})
 
@@ -239,6 +241,14 @@ def _peek_id(payload: bytes) -> str | None:
         return None
 
 
+def _decoded_or_none(payload: bytes) -> Any:
+    """The payload's JSON, or None when it is not a readable command message."""
+    try:
+        return cmds.decode_payload(payload)
+    except CommandError:
+        return None
+
+
 def _encode(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
 
@@ -276,6 +286,7 @@ class MqttBridge:
         self._last_discovery_at = -1e9
         self._limit_logged_at = -1e9  # a flood logs its first rate-limited command at INFO, the rest at DEBUG
         self._auth_error_logged = False
+        self._problems_sent = self.device.problem_seq  # problems before the bridge started are not events
         self._stopping = False  # the app is stopping: every loop of this bridge ends
         self._closing = False  # the goodbye (offline, disconnect) has begun
 
@@ -461,6 +472,10 @@ class MqttBridge:
         state = self.device.state()
         self._last_state_at = time.monotonic()
         await client.publish(self.topics.state, _encode(state), qos=0, retain=True)
+        for problem in self.device.problems_after(self._problems_sent):
+            self._problems_sent = problem.seq
+            event = {"event_type": problem.kind, **problem.as_dict()}
+            await client.publish(self.topics.event, _encode(event), qos=1)
         return str(state["status"])
 
     async def _state_loop(self, client: aiomqtt.Client) -> None:
@@ -489,6 +504,9 @@ class MqttBridge:
             thermistors=list(config.sensors.thermistors),
             timer_max_min=config.session.timer_max_min,
             heat_target_max_c=config.safety.heat_target_max_c,
+            info=config.device,
+            serial_number=pi_serial_number(),
+            configuration_url=config.device.resolved_configuration_url(),
         )
         self._last_discovery_at = time.monotonic()
         self.discovery_rounds += 1
@@ -539,7 +557,7 @@ class MqttBridge:
         if message.retain:
             return RETAINED_REFUSAL
         if not urgent and not self.bucket.take():
-            return (f"rate limited: more than {self.bucket.rate:g} commands per second "
+            return (f"{RATE_LIMITED}: more than {self.bucket.rate:g} commands per second "
                     f"(burst {self.bucket.burst:g}; stop and pause are never limited); not executed")
         arrived = _ARRIVED.get(message, time.monotonic())
         return expiry_problem(message.properties, arrived, time.monotonic())
@@ -556,6 +574,8 @@ class MqttBridge:
                 self._limit_logged_at = now
             log.log(logging.DEBUG if quiet else logging.INFO, "command refused: %s", refused)
             reply = Reply(_peek_id(payload), False, refused)
+            if not refused.startswith(RATE_LIMITED):  # a flood is no news for Home Assistant's logbook
+                self.device.refused(_decoded_or_none(payload), refused)
         else:
             begun = self.device.begin_payload(payload, source="mqtt")
             if isinstance(begun, PendingSet):  # a set is answered once saved; stop / pause go on meanwhile

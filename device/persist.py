@@ -63,6 +63,7 @@ class Usage(BaseModel):
     run_s: dict[str, float] = Field(default_factory=dict)
     sessions: int = Field(0, ge=0)
     faults: int = Field(0, ge=0)
+    last_fault: str | None = Field(None, max_length=64)  # the code of the newest fault latched
 
 
 class LatchedFault(BaseModel):

@@ -244,6 +244,10 @@ def test_device_publishes_its_topics_and_reads_its_commands(
     assert device.subscribe("homeassistant/status")
     device.publish(f"homeassistant/sensor/{provisioned.device_id}/calf_pressure/config", "{}", retain=True)
 
+    assert phone.subscribe(f"{t}/event")
+    device.publish(f"{t}/event", '{"event_type": "refused"}')
+    assert phone.receive() == (f"{t}/event", b'{"event_type": "refused"}')
+
 
 def test_phone_cannot_publish_state_or_read_commands(
     provisioned: Provisioned, device: Client, phone: Client

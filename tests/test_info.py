@@ -66,7 +66,7 @@ def test_info_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert doc["state_dir"] == str(tmp_path / "state")
     assert doc["mqtt"] == "localhost:1884"
     assert doc["usage"] == {"run_s": {"pump": 5400.0, "heater": 1800.0, "foot_rollers": 36.0},
-                            "sessions": 12, "faults": 3}
+                            "sessions": 12, "faults": 3, "last_fault": None}
     assert doc["preferences"]["program"] == "calf_care" and doc["preferences"]["intensity"] == 4
     assert doc["faults_total"] == 3
     assert [f["message"] for f in doc["last_faults"]] == ["fault number 0", "fault number 1", "fault number 2"]
@@ -89,7 +89,7 @@ def test_info_on_a_fresh_device(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "sessions   0   faults 0" in out
     assert out[-1] == "no faults recorded"
     doc = info_json(tmp_path, capsys)
-    assert doc["usage"] == {"run_s": {}, "sessions": 0, "faults": 0}
+    assert doc["usage"] == {"run_s": {}, "sessions": 0, "faults": 0, "last_fault": None}
     assert doc["faults_total"] == 0 and doc["last_faults"] == [] and doc["problems"] == []
     assert not (tmp_path / "state").exists()  # looking creates nothing
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import json
 import time
@@ -20,6 +21,7 @@ from tests.mqtt_support import (
     BASE,
     DEVICE_ID,
     SCALE,
+    Watcher,
     mqtt_config,
     publish_elsewhere,
     running_firmware,
@@ -28,8 +30,15 @@ from tests.mqtt_support import (
 
 STATE_FIELDS = {"status", "program", "intensity", "heat", "timer_min", "remaining_s", "temperature_c",
                 "pressure_mmhg", "outputs", "fault", "child_lock"}
-# program, intensity, heat, timer, 3 buttons, 2 temperatures, 3 pressures, remaining, status, fault
-ENTITIES = 16  # discovery entities: the contract's 15 plus the heat target number
+ENTITIES = 37  # discovery entities (tests/test_discovery.py lists them)
+
+
+
+async def every_config(w: Watcher, *, after: int = 0) -> None:
+    """Wait until every discovery config has arrived (retained ones come in the broker's order)."""
+    async with asyncio.timeout(10):
+        while len({s.topic for s in w.seen[after:] if s.topic.endswith("/config")}) < ENTITIES:
+            await asyncio.sleep(0.05)
 
 
 async def test_mqtt_online_state_and_discovery_after_connect(broker: Broker, tmp_path: Path) -> None:
@@ -43,14 +52,14 @@ async def test_mqtt_online_state_and_discovery_after_connect(broker: Broker, tmp
         assert state["status"] == "idle"
         assert set(state["pressure_mmhg"]) == {"foot", "ankle", "calf"}
         assert set(state["temperature_c"]) == {"pad_1", "pad_2"}
-        await w.wait_for(f"homeassistant/binary_sensor/{DEVICE_ID}/fault/config")
+        await every_config(w)
         configs = [s for s in w.seen if s.topic.startswith("homeassistant/")]
         assert len({s.topic for s in configs}) == ENTITIES
         program = next(s.json() for s in configs if s.topic.endswith("/program/config"))
-        assert "relax" in program["options"]
+        assert "Relax" in program["options"]
         async with watching(broker.port, f"{BASE}/#", f"homeassistant/+/{DEVICE_ID}/+/config") as late:
             # a subscriber that comes later gets availability, state and every config from the broker
-            await late.wait_for(f"homeassistant/binary_sensor/{DEVICE_ID}/fault/config")
+            await every_config(late)
             await late.wait_for(f"{BASE}/state")
             retained = [s for s in late.seen if s.retain]
             assert {f"{BASE}/availability", f"{BASE}/state"} <= {s.topic for s in retained}
@@ -160,6 +169,49 @@ async def test_mqtt_sim_fault_shows_in_state_with_all_outputs_off_and_only_stop_
             while not (await w.command({"action": "reset_fault"}))["ok"]:
                 await asyncio.sleep(0.2)
         await w.wait_state(lambda s: s["fault"] is None and s["status"] == "idle")
+
+
+async def test_mqtt_refusals_and_faults_are_events_and_the_last_problem(broker: Broker, tmp_path: Path) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/#") as w:
+        assert fw.app.rig is not None
+        await w.wait_for(f"{BASE}/state")
+        mark = len(w.seen)
+        assert not (await w.command({"action": "set", "intensity": 9}))["ok"]
+        event = (await w.wait_for(f"{BASE}/event", after=mark)).json()
+        assert (event["event_type"], event["kind"], event["code"]) == ("refused", "refused", "set")
+        assert "intensity" in event["message"] and event["summary"] == "Set refused"
+        state = await w.wait_state(lambda s: s["last_problem"] is not None, after=mark)
+        assert state["last_problem"] == {k: event[k] for k in ("kind", "code", "summary", "message", "at")}
+        assert not (await w.wait_for(f"{BASE}/event", after=mark)).retain
+        mark = len(w.seen)
+        await w.client.publish(f"{BASE}/sim/fault", b'{"fault": "i2c_dead"}')
+        event = (await w.wait_for(f"{BASE}/event", after=mark)).json()
+        assert (event["event_type"], event["code"]) == ("fault", "SENSOR_BUS_FAULT")
+        state = await w.wait_state(lambda s: s["usage"]["faults"] == 1, after=mark)
+        assert state["usage"]["last_fault"] == "SENSOR_BUS_FAULT"
+        mark = len(w.seen)
+        assert not (await w.command({"action": "start"}))["ok"]
+        event = (await w.wait_for(f"{BASE}/event", after=mark)).json()
+        assert (event["event_type"], event["code"], event["summary"]) == ("refused", "start", "Start refused")
+        assert "SENSOR_BUS_FAULT" in event["message"]
+        assert len(w.on(f"{BASE}/event")) == 3  # each problem once
+
+
+async def test_mqtt_child_lock_and_ends_at_through_set_and_start(broker: Broker, tmp_path: Path) -> None:
+    config = mqtt_config(tmp_path, broker.port)
+    async with running_firmware(config) as fw, watching(broker.port, f"{BASE}/#") as w:
+        assert (await w.command({"action": "set", "child_lock": True}))["ok"]
+        await w.wait_state(lambda s: s["child_lock"] is True)
+        assert fw.app.device.child_lock and fw.app.device.stored.preferences.child_lock
+        assert (await w.command({"action": "start", "timer_min": 10}))["ok"]
+        state = await w.wait_state(lambda s: s["status"] == "running" and s["ends_at"] is not None)
+        ends = datetime.datetime.fromisoformat(state["ends_at"]).timestamp()
+        assert abs(ends - (time.time() + state["remaining_s"])) < 3
+        assert state["boot_at"].endswith("+00:00") and state["usage"]["sessions"] == 1
+        assert (await w.command({"action": "set", "child_lock": False}))["ok"]
+        await w.wait_state(lambda s: s["child_lock"] is False)
+        assert (await w.command({"action": "stop"}))["ok"]
 
 
 async def test_mqtt_sim_fault_bad_input_gets_an_error_reply(broker: Broker, tmp_path: Path) -> None:
@@ -332,13 +384,13 @@ async def test_mqtt_home_assistant_online_republishes_discovery(broker: Broker, 
     config = mqtt_config(tmp_path, broker.port)
     topic = f"homeassistant/+/{DEVICE_ID}/+/config"
     async with running_firmware(config, discovery_min_gap_s=1.0), watching(broker.port, topic) as w:
-        await w.wait_for(f"homeassistant/binary_sensor/{DEVICE_ID}/fault/config")
+        await every_config(w)
         await asyncio.sleep(0.3)
         mark = len(w.seen)
         await w.client.publish("homeassistant/status", b"online")
         again = await w.wait_for(f"homeassistant/select/{DEVICE_ID}/program/config", after=mark)
         assert again.json()["unique_id"] == f"massager_{DEVICE_ID}_program"
-        await w.wait_for(f"homeassistant/binary_sensor/{DEVICE_ID}/fault/config", after=mark)
+        await every_config(w, after=mark)
         assert len({s.topic for s in w.seen[mark:]}) == ENTITIES
         mark = len(w.seen)
         await w.client.publish("homeassistant/status", b"offline")
@@ -469,7 +521,7 @@ async def test_mqtt_home_assistant_online_burst_republishes_discovery_at_most_on
     topic = f"homeassistant/+/{DEVICE_ID}/+/config"
     async with running_firmware(config, discovery_min_gap_s=2.0) as fw, \
             watching(broker.port, topic, f"{BASE}/cmd/reply") as w:
-        await w.wait_for(f"homeassistant/binary_sensor/{DEVICE_ID}/fault/config")
+        await every_config(w)
         mark = len(w.seen)
         for _ in range(300):
             await w.client.publish("homeassistant/status", b"online")

@@ -25,8 +25,8 @@ from tests.mqtt_support import BASE, mqtt_config, publish_elsewhere, running_fir
 
 ZONES = ("foot", "ankle", "calf")
 FIELDS = {"start": {"program", "intensity", "heat", "heat_target_c", "timer_min"},
-          "set": {"program", "intensity", "heat", "heat_target_c", "timer_min", "skip_zones"}}
-CHANGING = ("program", "intensity", "heat", "timer_min", "skip_zones")
+          "set": {"program", "intensity", "heat", "heat_target_c", "timer_min", "skip_zones", "child_lock"}}
+CHANGING = ("program", "intensity", "heat", "timer_min", "skip_zones", "child_lock")
 
 
 def _int_in(value: Any, low: int, high: int) -> bool:
@@ -52,6 +52,7 @@ def contract(before: dict[str, Any], document: Any, programs: set[str]) -> Outco
         "program": lambda v: isinstance(v, str) and 1 <= len(v) <= 40,
         "intensity": lambda v: _int_in(v, 1, 5),
         "heat": lambda v: isinstance(v, bool),
+        "child_lock": lambda v: isinstance(v, bool),
         "timer_min": lambda v: _int_in(v, 5, 30),
         "heat_target_c": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 35 <= v <= 42,
         "skip_zones": lambda v: isinstance(v, list) and len(v) <= 3 and all(z in ZONES for z in v),
@@ -99,6 +100,10 @@ def check_against_contract(before: dict[str, Any], after_state: dict[str, Any], 
     """The reply and the state after one command are what the contract says."""
     expected, fields = contract(before, document, programs)
     assert set(reply) == {"id", "ok", "error"}, reply
+    action = document.get("action") if isinstance(document, dict) else None
+    if (action in ("start", "resume") and not reply["ok"] and before.get("sensor_doubt")
+            and "a sensor is implausible" in str(reply["error"])):
+        expected, fields = None, {"action"}  # documented: refused while the state shows a sensor_doubt
     if expected is None:
         assert reply["ok"] is False, (document, reply)
         assert isinstance(reply["error"], str) and reply["error"] and reply["error"].isprintable()
@@ -132,7 +137,7 @@ command_like = st.fixed_dictionaries(
     {"action": st.sampled_from([*ACTIONS, "explode", "", "START"])},
     optional={
         "program": field_values, "intensity": field_values, "heat": field_values, "timer_min": field_values,
-        "skip_zones": field_values, "id": field_values, "extra": field_values,
+        "skip_zones": field_values, "child_lock": field_values, "id": field_values, "extra": field_values,
     },
 )
 
@@ -219,7 +224,8 @@ def test_mqtt_fuzz_random_json_never_crash_nor_act(idle: IdleDevice, document: A
 good_values = {
     "program": st.sampled_from(["relax", "circulation", "percussion"]), "intensity": st.integers(1, 5),
     "heat": st.booleans(), "timer_min": st.integers(5, 30),
-    "skip_zones": st.lists(st.sampled_from(ZONES), max_size=3), "id": st.none() | st.text(max_size=8),
+    "skip_zones": st.lists(st.sampled_from(ZONES), max_size=3), "child_lock": st.booleans(),
+    "id": st.none() | st.text(max_size=8),
 }
 valid_leaning = st.fixed_dictionaries(
     {"action": st.sampled_from(ACTIONS)},

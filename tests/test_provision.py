@@ -385,3 +385,19 @@ def test_provision_text_sheet_says_the_remote_needs_a_certificate(image: Path) -
     assert proc.stdout.splitlines()[1] == (
         "  Phone remote    none: it needs a certificate (provision with --tls-cert/--tls-key)"
     )
+
+
+def test_provision_name_and_area_reach_the_device_section(image: Path) -> None:
+    from device.config import load_config
+
+    provision(image, "--config", REPO / "device/default.toml", "--name", "Grandma's massager",
+              "--area", "Living room")
+    config_file = image.parent / "massager.toml"
+    config_file.write_text(bundle_file(image, "/etc/massager/massager.toml"))
+    config = load_config(config_file, {})
+    assert (config.device.name, config.device.suggested_area) == ("Grandma's massager", "Living room")
+
+
+def test_provision_refuses_an_unprintable_name(image: Path) -> None:
+    proc = provision(image, "--name", "a\nb")
+    assert proc.returncode != 0 and "--name" in proc.stderr

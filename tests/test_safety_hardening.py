@@ -282,6 +282,10 @@ def test_weak_heater_in_a_cold_room_warns_without_latching(make_unit: object) ->
     assert unit.faults == [] and unit.app.supervisor.latched is None
     assert any(w["code"] == "HEAT_TARGET_UNREACHABLE" for w in warned)  # type: ignore[index]
     assert unit.plant.pad_c < 42.0
+    # the warning is a problem too (Home Assistant's Problem event and Last problem), once per appearance
+    problems = [p for p in unit.app.device.problems if p.kind == "warning"]
+    assert problems and problems[0].code == "HEAT_TARGET_UNREACHABLE"
+    assert problems[0].summary == "Warning: Heat target unreachable"
 
 
 PROGRAMS = ("relax", "circulation", "quick_boost", "recovery", "lymphatic", "percussion", "sensitive")
