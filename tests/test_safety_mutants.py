@@ -6,15 +6,20 @@ score and the mutants judged equivalent. Each test here names the rule it pins.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import pytest
 
 from device.config import Safety
-from device.safety import Expectations, FaultCode
+from device.controller import Controller
+from device.deadman import Deadman
+from device.safety import Expectations, Fault, FaultCode
 from device.safety.motors import MotorChecks
 from device.safety.power import PowerChecks
-from modes.signals import Sample
+from drivers.clock import VirtualClock
+from modes.session import SessionSnapshot, Status
+from modes.signals import Command, Sample
 from tests.test_safety import DT, NO_HEAT, make_sample
 
 
@@ -235,3 +240,279 @@ def test_motor_doubt_at_rest() -> None:
     )
     assert checks.doubt(motors_at((1.5, 0.5), (0.0, 0.0))(0.0)) is None  # a running motor draws current
     assert checks.doubt(motors_at((0.0, 0.0), (None, 0.0))(0.0)) == "calf_rollers current sense has no reading"
+
+
+# -- the deadman (device/deadman.py) -----------------------------------------------------------------
+
+
+class HandClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordedWaits:
+    """Stands in for the deadman's stop event inside ``_watch``: records each sleep, runs a script."""
+
+    def __init__(self, clock: HandClock, steps: list[float]) -> None:
+        self.clock = clock
+        self.steps = steps  # how far the clock moves during each sleep; the watch stops after the last
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        if not self.steps:
+            return True
+        self.clock.now += self.steps.pop(0)
+        return False
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+def test_deadman_sleeps_until_the_deadline_then_polls_after_a_trip() -> None:
+    clock = HandClock()
+    calls: list[str] = []
+    deadman = Deadman(timeout_s=0.5, on_trip=lambda: calls.append("trip"), monotonic=clock, poll_s=0.05)
+    deadman.feed()
+    clock.now += 0.2
+    waits = RecordedWaits(clock, [0.301, 0.05])
+    deadman._stopping = waits  # type: ignore[assignment]
+    deadman._watch()
+    # 0.3 s to the deadline and 1 ms past it; tripped: then it polls every poll_s
+    assert waits.waits == [pytest.approx(0.301), pytest.approx(0.05), pytest.approx(0.05)]
+    assert calls == ["trip"]
+    assert deadman.trips == 1
+
+
+def test_deadman_sleep_is_bounded_by_ten_polls_and_never_negative() -> None:
+    clock = HandClock()
+    deadman = Deadman(timeout_s=2.0, on_trip=lambda: None, monotonic=clock, poll_s=0.05)
+    deadman.feed()
+    waits = RecordedWaits(clock, [0.5])
+    deadman._stopping = waits  # type: ignore[assignment]
+    deadman._watch()
+    assert waits.waits[0] == pytest.approx(0.5)  # 2 s to go, but at most 10 polls
+    assert waits.waits[1] == pytest.approx(0.5)  # 1.5 s to go
+    late = Deadman(timeout_s=0.5, on_trip=lambda: None, monotonic=clock, poll_s=0.05)
+    late.feed()
+    clock.now += 3.0
+    late._tripped_feed = 0.0  # a silence that has not tripped yet, already past its deadline
+    waits = RecordedWaits(clock, [])
+    late._stopping = waits  # type: ignore[assignment]
+    late._watch()
+    assert waits.waits == [pytest.approx(0.001)]
+
+
+def test_deadman_counts_each_trip_and_logs_it(caplog: pytest.LogCaptureFixture) -> None:
+    clock = HandClock()
+    deadman = Deadman(timeout_s=0.5, on_trip=lambda: None, monotonic=clock)
+    clock.now += 0.75
+    with caplog.at_level(logging.INFO, logger="device.deadman"):
+        assert deadman.poll()
+    assert "deadman: control loop silent for 0.75 s (limit 0.50 s); forcing outputs off" in caplog.text
+    deadman.feed()
+    clock.now += 0.6
+    assert deadman.poll()
+    assert deadman.trips == 2
+
+
+def test_deadman_logs_a_failing_on_trip(caplog: pytest.LogCaptureFixture) -> None:
+    clock = HandClock()
+
+    def broken() -> None:
+        raise RuntimeError("driver gone")
+
+    deadman = Deadman(timeout_s=0.5, on_trip=broken, monotonic=clock)
+    clock.now += 1.0
+    with caplog.at_level(logging.INFO, logger="device.deadman"):
+        assert deadman.poll()
+    assert "deadman: on_trip failed" in caplog.text
+    assert deadman.trips == 1 and deadman.tripped
+
+
+def test_deadman_poll_equal_to_the_timeout_is_allowed() -> None:
+    deadman = Deadman(timeout_s=0.5, on_trip=lambda: None, poll_s=0.5)
+    assert deadman.timeout_s == 0.5
+
+
+def test_deadman_silent_s_counts_from_the_last_feed() -> None:
+    clock = HandClock()
+    deadman = Deadman(timeout_s=0.5, on_trip=lambda: None, monotonic=clock)
+    clock.now += 0.25
+    assert deadman.silent_s() == pytest.approx(0.25)  # from construction
+    deadman.feed()
+    clock.now += 0.1
+    assert deadman.silent_s() == pytest.approx(0.1)
+
+
+def test_deadman_thread_is_a_daemon_and_restarts_after_stop(caplog: pytest.LogCaptureFixture) -> None:
+    clock = HandClock()
+    calls: list[str] = []
+    deadman = Deadman(timeout_s=0.5, on_trip=lambda: calls.append("trip"), monotonic=clock, poll_s=0.01)
+    with caplog.at_level(logging.INFO, logger="device.deadman"):
+        deadman.start()
+    try:
+        assert "deadman watching the control loop (timeout 0.50 s)" in caplog.text
+        thread = deadman._thread
+        assert thread is not None and thread.daemon and deadman.running
+    finally:
+        deadman.stop()
+    assert not deadman.running
+    clock.now += 0.4
+    deadman.start()  # watching again, the timeout counting from this start
+    try:
+        assert deadman.running
+        clock.now += 0.4
+        assert not deadman.wait_tripped(0.2)
+        clock.now += 0.2
+        assert deadman.wait_tripped(5.0)
+    finally:
+        deadman.stop()
+    assert calls == ["trip"]
+
+
+# -- the controller's fault path (device/controller.py) --------------------------------------------
+
+
+class FakeHardware:
+    """Records what the controller asks of the outputs."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.applied: list[Command] = []
+        self.heartbeat = self
+        self.t = 0.0
+
+    def read_sample(self) -> Sample:
+        return make_sample(self.t)
+
+    def trip(self) -> None:
+        self.calls.append("trip")
+
+    def release(self) -> None:
+        self.calls.append("release")
+
+    def apply(self, command: Command) -> None:
+        self.calls.append("apply")
+        self.applied.append(command)
+
+    def toggle(self) -> None:
+        self.calls.append("beat")
+
+
+class FakeSession:
+    def __init__(self, snapshot: SessionSnapshot) -> None:
+        self._snapshot = snapshot
+        self.status = Status.RUNNING
+        self.entered: list[float] = []
+
+    def snapshot(self) -> SessionSnapshot:
+        return self._snapshot
+
+    def enter_fault(self, now: float) -> None:
+        self.entered.append(now)
+        self.status = Status.FAULT
+
+    def step(self, now: float, sample: Sample) -> Command:
+        return Command(relay=True, heater=0.5)
+
+
+class FakeSupervisor:
+    """Latches what the test tells it to; records what the controller expects."""
+
+    def __init__(self, latched: Fault | None = None) -> None:
+        self.latched = latched
+        self.trip_outputs: Callable[[], None] = lambda: None
+        self.release_outputs: Callable[[], None] = lambda: None
+        self.expects: list[Expectations] = []
+        self.next: Fault | None = None
+
+    def check(self, sample: Sample, expect: Expectations) -> Fault | None:
+        self.expects.append(expect)
+        fault, self.next = self.next, None
+        if fault is not None:
+            self.latched = fault
+        return fault
+
+
+def make_controller(
+    *, heat_active: bool = True, latched: Fault | None = None
+) -> tuple[Controller, FakeHardware, FakeSession, FakeSupervisor, list[Fault], list[Sample]]:
+    hardware = FakeHardware()
+    session = FakeSession(
+        SessionSnapshot(
+            status=Status.RUNNING, program="relax", phase="work", intensity=3, heat=True, heat_target_c=41.0,
+            timer_min=15, remaining_s=100.0, skip_zones=(), setpoints_mmhg={"foot": 50.0},
+            heat_active=heat_active,
+        )
+    )
+    supervisor = FakeSupervisor(latched)
+    faults: list[Fault] = []
+    passes: list[Sample] = []
+    controller = Controller(
+        hardware=hardware,  # type: ignore[arg-type]
+        session=session,  # type: ignore[arg-type]
+        supervisor=supervisor,  # type: ignore[arg-type]
+        clock=VirtualClock(start=5.0),
+        on_fault=faults.append,
+        on_pass=passes.append,
+    )
+    return controller, hardware, session, supervisor, faults, passes
+
+
+STALL = Fault(code=FaultCode.CONTROL_LOOP_STALL, message="silent", since=0.0, t=0.0)
+STALL_2 = Fault(code=FaultCode.MOTOR_STALL, message="stall", since=0.0, t=0.0)
+
+
+def test_controller_wires_the_latch_to_the_outputs() -> None:
+    _controller, hardware, _session, supervisor, _faults, _passes = make_controller()
+    assert hardware.calls == []  # nothing latched: no trip at construction
+    supervisor.trip_outputs()
+    supervisor.release_outputs()
+    assert hardware.calls == ["trip", "release"]
+    _c, restored, _s, _sup, _f, _p = make_controller(latched=STALL)
+    assert restored.calls == ["trip"]  # a fault restored after a restart holds the outputs off at once
+
+
+@pytest.mark.parametrize("heat_active", [True, False])
+def test_controller_tells_the_supervisor_what_the_session_expects(heat_active: bool) -> None:
+    controller, hardware, _session, supervisor, _faults, passes = make_controller(heat_active=heat_active)
+    sample = controller.tick()
+    (expect,) = supervisor.expects
+    assert expect.heat_target_c == (41.0 if heat_active else None)
+    assert dict(expect.setpoints_mmhg) == {"foot": 50.0}
+    assert hardware.calls == ["apply", "beat"]
+    assert hardware.applied == [Command(relay=True, heater=0.5)]
+    assert passes == [sample] and controller.last_sample is sample and controller.stats.ticks == 1
+
+
+def test_controller_fault_path_trips_every_pass_enters_fault_once_reports_once() -> None:
+    controller, hardware, session, supervisor, faults, passes = make_controller()
+    controller.tick()
+    supervisor.next = STALL
+    controller.clock.advance(0.05)  # type: ignore[attr-defined]
+    controller.tick()
+    assert hardware.calls == ["apply", "beat", "trip", "beat"]
+    assert session.entered == [pytest.approx(5.05)]
+    assert faults == [STALL]
+    controller.tick()  # still latched: trip again, nothing applied, nothing reported twice
+    assert hardware.calls[-2:] == ["trip", "beat"]
+    assert session.entered == [pytest.approx(5.05)] and faults == [STALL]
+    assert controller.stats.ticks == 3 and len(passes) == 3
+
+
+def test_controller_reports_a_fault_latched_from_another_thread_without_entering_fault_twice() -> None:
+    controller, hardware, session, supervisor, faults, _passes = make_controller(latched=STALL)
+    session.status = Status.FAULT  # restored in fault
+    supervisor.next = STALL_2  # the deadman's fault, returned once by the next check
+    controller.tick()
+    assert session.entered == [] and faults == [STALL_2]
+    assert hardware.calls == ["trip", "trip", "beat"]
