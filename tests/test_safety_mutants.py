@@ -11,12 +11,13 @@ from collections.abc import Callable
 
 import pytest
 
-from device.config import Safety
+from device.config import Config, Safety
 from device.controller import Controller
 from device.deadman import Deadman
 from device.safety import Expectations, Fault, FaultCode
 from device.safety.motors import MotorChecks
 from device.safety.power import PowerChecks
+from device.sim import SimRig, build_sim
 from drivers.clock import VirtualClock
 from modes.session import SessionSnapshot, Status
 from modes.signals import Command, Sample
@@ -516,3 +517,106 @@ def test_controller_reports_a_fault_latched_from_another_thread_without_entering
     controller.tick()
     assert session.entered == [] and faults == [STALL_2]
     assert hardware.calls == ["trip", "trip", "beat"]
+
+
+# -- the output latch of the hardware (device/hardware.py) --------------------------------------------
+
+BUSY = Command(relay=True, pump=1.0, connected=frozenset({"foot", "ankle"}), heater=0.8,
+               foot_rollers=0.6, calf_rollers=-0.4)
+
+
+def pins_on(rig: SimRig) -> set[str]:
+    """The outputs the plant sees on, at the pins."""
+    return {k for k, v in rig.plant.outputs().items() if v and k != "heartbeat"}
+
+
+def test_hardware_trip_holds_every_output_off_until_release(rig: SimRig) -> None:
+    hw = rig.hardware
+    hw.apply(BUSY)
+    assert hw.tripped is False and "heater" in pins_on(rig)
+    hw.trip()
+    assert hw.tripped is True and pins_on(rig) == set()
+    hw.apply(BUSY)
+    assert pins_on(rig) == set()
+    hw.release()
+    assert hw.tripped is False
+    hw.apply(BUSY)
+    assert pins_on(rig) >= {"relay", "pump", "heater", "valve_foot", "valve_ankle"}
+
+
+def test_hardware_apply_while_tripped_forces_off_what_a_driver_turned_on(rig: SimRig) -> None:
+    hw = rig.hardware
+    hw.trip()
+    hw.relay.energise()  # a driver written behind the latch's back
+    hw.pump.run(1.0)
+    hw.apply(Command())
+    assert pins_on(rig) == set()
+    hw.relay.energise()
+    hw.pump.run(1.0)
+    hw.apply(BUSY)
+    assert pins_on(rig) == set()
+
+
+def test_hardware_pump_never_runs_without_a_connected_zone(rig: SimRig) -> None:
+    hw = rig.hardware
+    hw.apply(Command(relay=True, pump=1.0, connected=frozenset()))
+    assert hw.pump.duty == 0.0 and hw.relay.is_on
+    hw.apply(Command(relay=True, pump=1.0, connected=frozenset({"calf"})))
+    assert hw.pump.duty == 1.0 and hw.valves["calf"].is_connected and not hw.valves["foot"].is_connected
+    hw.apply(Command(relay=True, pump=0.5, connected=frozenset({"calf"})))
+    assert hw.pump.duty == 0.5
+    hw.apply(Command(relay=True, pump=0.5, connected=frozenset()))  # the zones close: the pump stops
+    assert hw.pump.duty == 0.0 and not hw.valves["calf"].is_connected
+    hw.apply(Command(relay=True, pump=0.5, connected=frozenset({"foot"})))
+    assert hw.pump.duty == 0.5 and hw.valves["foot"].is_connected
+    hw.apply(Command(relay=True, pump=0.0, connected=frozenset({"foot"})))
+    assert hw.pump.duty == 0.0 and hw.valves["foot"].is_connected
+
+
+def test_hardware_writes_everything_again_after_the_relay_dropped_under_it(rig: SimRig) -> None:
+    hw = rig.hardware
+    hw.apply(BUSY)
+    hw.safe_off()  # e.g. the deadman: every driver off, the relay open
+    assert pins_on(rig) == set()
+    hw.apply(BUSY)  # the same command: nothing "unchanged" may be skipped
+    assert pins_on(rig) >= {"relay", "pump", "heater", "valve_foot", "valve_ankle"}
+    assert hw.heater.duty == 0.8 and hw.pump.duty == 1.0
+    hw.relay.drop()  # the relay alone, behind the hardware's back
+    hw.apply(BUSY)
+    assert hw.relay.is_on and hw.heater.duty == 0.8 and hw.pump.duty == 1.0
+
+
+def test_hardware_relay_off_command_after_a_partial_write_turns_off(rig: SimRig) -> None:
+    hw = rig.hardware
+    hw.relay.energise()
+    hw.pump.run(1.0)  # on, but nothing applied through apply
+    hw.apply(Command())
+    assert pins_on(rig) == set()
+
+
+def test_hardware_heater_duty_is_held_to_the_wiring_limit(config: Config, clock: VirtualClock) -> None:
+    limited = config.model_copy(update={"heater": config.heater.model_copy(update={"max_duty": 0.6})})
+    sim = build_sim(limited, clock=clock.now)
+    try:
+        sim.hardware.apply(Command(relay=True, heater=1.0))
+        assert sim.hardware.heater.duty == pytest.approx(0.6)
+        sim.hardware.apply(Command(relay=True, heater=0.3))
+        assert sim.hardware.heater.duty == pytest.approx(0.3)
+    finally:
+        sim.close()
+
+
+def test_hardware_safe_off_logs_a_failing_step(
+    rig: SimRig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    hw = rig.hardware
+    hw.apply(BUSY)
+
+    def broken() -> None:
+        raise RuntimeError("wedged")
+
+    monkeypatch.setattr(hw.pump, "off", broken)
+    with caplog.at_level(logging.INFO, logger="device.hardware"):
+        hw.safe_off()
+    assert "safe_off: a step failed" in caplog.text
+    assert not hw.relay.is_on and hw.heater.duty == 0.0
