@@ -318,7 +318,7 @@ def test_deadman_counts_each_trip_and_logs_it(caplog: pytest.LogCaptureFixture) 
     clock.now += 0.75
     with caplog.at_level(logging.INFO, logger="device.deadman"):
         assert deadman.poll()
-    assert "deadman: control loop silent for 0.75 s (limit 0.50 s); forcing outputs off" in caplog.text
+    assert caplog.messages == ["deadman: control loop silent for 0.75 s (limit 0.50 s); forcing outputs off"]
     deadman.feed()
     clock.now += 0.6
     assert deadman.poll()
@@ -335,7 +335,7 @@ def test_deadman_logs_a_failing_on_trip(caplog: pytest.LogCaptureFixture) -> Non
     clock.now += 1.0
     with caplog.at_level(logging.INFO, logger="device.deadman"):
         assert deadman.poll()
-    assert "deadman: on_trip failed" in caplog.text
+    assert caplog.messages[-1] == "deadman: on_trip failed"
     assert deadman.trips == 1 and deadman.tripped
 
 
@@ -361,7 +361,7 @@ def test_deadman_thread_is_a_daemon_and_restarts_after_stop(caplog: pytest.LogCa
     with caplog.at_level(logging.INFO, logger="device.deadman"):
         deadman.start()
     try:
-        assert "deadman watching the control loop (timeout 0.50 s)" in caplog.text
+        assert caplog.messages == ["deadman watching the control loop (timeout 0.50 s)"]
         thread = deadman._thread
         assert thread is not None and thread.daemon and deadman.running
     finally:
@@ -618,5 +618,39 @@ def test_hardware_safe_off_logs_a_failing_step(
     monkeypatch.setattr(hw.pump, "off", broken)
     with caplog.at_level(logging.INFO, logger="device.hardware"):
         hw.safe_off()
-    assert "safe_off: a step failed" in caplog.text
+    assert caplog.messages == ["safe_off: a step failed"]
     assert not hw.relay.is_on and hw.heater.duty == 0.0
+
+
+class HungThread:
+    """A watching thread that does not stop."""
+
+    def __init__(self) -> None:
+        self.joins: list[float | None] = []
+
+    def join(self, timeout: float | None = None) -> None:
+        self.joins.append(timeout)
+
+    def is_alive(self) -> bool:
+        return True
+
+
+def test_deadman_stop_waits_two_seconds_for_a_hung_thread_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    deadman = Deadman(timeout_s=0.5, on_trip=lambda: None)
+    hung = HungThread()
+    deadman._thread = hung  # type: ignore[assignment]
+    with caplog.at_level(logging.INFO, logger="device.deadman"):
+        deadman.stop()
+    assert hung.joins == [2.0]
+    assert caplog.messages == ["deadman thread did not stop within 2.0 s"]
+    assert deadman._thread is None
+
+
+def test_deadman_start_twice_says_why() -> None:
+    deadman = Deadman(timeout_s=0.5, on_trip=lambda: None)
+    deadman.start()
+    try:
+        with pytest.raises(RuntimeError, match=r"^the deadman is already started$"):
+            deadman.start()
+    finally:
+        deadman.stop()
