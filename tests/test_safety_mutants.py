@@ -654,3 +654,8 @@ def test_deadman_start_twice_says_why() -> None:
             deadman.start()
     finally:
         deadman.stop()
+
+
+def test_deadman_zero_timeout_is_refused_for_itself() -> None:
+    with pytest.raises(ValueError, match=r"^timeout_s must be above 0 s, got 0.0$"):
+        Deadman(timeout_s=0.0, on_trip=lambda: None)
