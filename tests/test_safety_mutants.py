@@ -6,6 +6,7 @@ score and the mutants judged equivalent. Each test here names the rule it pins.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -659,3 +660,14 @@ def test_deadman_start_twice_says_why() -> None:
 def test_deadman_zero_timeout_is_refused_for_itself() -> None:
     with pytest.raises(ValueError, match=r"^timeout_s must be above 0 s, got 0.0$"):
         Deadman(timeout_s=0.0, on_trip=lambda: None)
+
+
+def test_motor_stall_on_a_sample_without_the_motor_outputs() -> None:
+    """A sample that does not carry a motor's output counts it as off: only the stall current judges."""
+
+    def sample_at(t: float) -> Sample:
+        sample = make_sample(t, current={"foot_rollers": 2.5})
+        return dataclasses.replace(sample, outputs={"relay": True})
+
+    found = first_trip(MotorChecks(Safety()), sample_at, 2.0)
+    assert found is not None and found[0] == pytest.approx(0.5)
