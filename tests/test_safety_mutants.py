@@ -671,3 +671,4 @@ def test_motor_stall_on_a_sample_without_the_motor_outputs() -> None:
 
     found = first_trip(MotorChecks(Safety()), sample_at, 2.0)
     assert found is not None and found[0] == pytest.approx(0.5)
+
