@@ -16,10 +16,12 @@ from device.config import Config, Safety
 from device.controller import Controller
 from device.deadman import Deadman
 from device.safety import Expectations, Fault, FaultCode
+from device.safety.faults import EPS
 from device.safety.motors import MotorChecks
-from device.safety.power import PowerChecks
+from device.safety.power import RAIL_SETTLE_S, PowerChecks
 from device.sim import SimRig, build_sim
 from drivers.clock import VirtualClock
+from modes.limits import STALL_S
 from modes.session import SessionSnapshot, Status
 from modes.signals import Command, Sample
 from tests.test_safety import DT, NO_HEAT, make_sample
@@ -672,3 +674,27 @@ def test_motor_stall_on_a_sample_without_the_motor_outputs() -> None:
     found = first_trip(MotorChecks(Safety()), sample_at, 2.0)
     assert found is not None and found[0] == pytest.approx(0.5)
 
+
+
+def test_power_rail_settle_boundary_is_inclusive_within_eps() -> None:
+    """``RAIL_SETTLE_S`` counts as reached at ``RAIL_SETTLE_S - EPS`` (times are float sums of steps)."""
+    settle = RAIL_SETTLE_S - EPS
+    checks = PowerChecks(Safety())
+    assert checks.check(make_sample(0.0, rail_v=7.0), NO_HEAT) is None  # relay off from 0 s
+    assert checks.check(make_sample(settle, rail_v=7.0), NO_HEAT) is None  # settled: wrong from here
+    trip = checks.check(make_sample(settle + settle, rail_v=7.0), NO_HEAT)
+    assert trip is not None and trip[0] is FaultCode.RELAY_WELDED
+
+
+def test_motor_stall_boundary_is_inclusive_within_eps_and_the_message_counts_from_the_start() -> None:
+    checks = MotorChecks(Safety())
+    stall = motors_at((2.5, 0.8))
+    assert checks.check(motors_at((0.5, 0.8))(0.0), NO_HEAT) is None
+    assert checks.check(stall(0.0), NO_HEAT) is None
+    trip = checks.check(stall(STALL_S - EPS), NO_HEAT)
+    assert trip is not None
+    later = MotorChecks(Safety())
+    assert later.check(stall(1.0), NO_HEAT) is None
+    assert later.check(stall(1.25), NO_HEAT) is None
+    trip = later.check(stall(1.5), NO_HEAT)
+    assert trip is not None and trip[1].startswith("foot_rollers drew 2.50 A at duty 0.80 for 0.50 s ")
