@@ -477,8 +477,9 @@ STALL_2 = Fault(code=FaultCode.MOTOR_STALL, message="stall", since=0.0, t=0.0)
 
 
 def test_controller_wires_the_latch_to_the_outputs() -> None:
-    _controller, hardware, _session, supervisor, _faults, _passes = make_controller()
+    controller, hardware, _session, supervisor, _faults, _passes = make_controller()
     assert hardware.calls == []  # nothing latched: no trip at construction
+    assert controller.last_sample is None and controller.stats.ticks == 0
     supervisor.trip_outputs()
     supervisor.release_outputs()
     assert hardware.calls == ["trip", "release"]
