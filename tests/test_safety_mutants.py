@@ -699,3 +699,28 @@ def test_motor_stall_boundary_is_inclusive_within_eps_and_the_message_counts_fro
     assert later.check(stall(1.25), NO_HEAT) is None
     trip = later.check(stall(1.5), NO_HEAT)
     assert trip is not None and trip[1].startswith("foot_rollers drew 2.50 A at duty 0.80 for 0.50 s ")
+
+
+def test_hardware_relay_off_after_the_relay_dropped_under_it_turns_every_driver_off(rig: SimRig) -> None:
+    hw = rig.hardware
+    hw.apply(BUSY)
+    hw.relay.drop()  # e.g. a brown-out of the relay coil: the drivers still drive their pins
+    assert "pump" in pins_on(rig)
+    hw.apply(Command())  # relay off: everything off, not only what the relay cuts
+    assert pins_on(rig) == set()
+
+
+def test_hardware_apply_after_a_relay_drop_that_failed_writes_everything_again(
+    rig: SimRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hw = rig.hardware
+    hw.apply(BUSY)
+
+    def stuck() -> None:
+        raise RuntimeError("relay driver wedged")
+
+    monkeypatch.setattr(hw.relay, "drop", stuck)
+    hw.apply(Command())  # safe_off: every other output off, the relay stays on
+    assert pins_on(rig) == {"relay"}
+    hw.apply(BUSY)  # nothing is taken as already applied
+    assert hw.pump.duty == 1.0 and hw.heater.duty == 0.8 and hw.valves["foot"].is_connected
