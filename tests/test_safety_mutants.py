@@ -724,3 +724,20 @@ def test_hardware_apply_after_a_relay_drop_that_failed_writes_everything_again(
     assert pins_on(rig) == {"relay"}
     hw.apply(BUSY)  # nothing is taken as already applied
     assert hw.pump.duty == 1.0 and hw.heater.duty == 0.8 and hw.valves["foot"].is_connected
+
+
+def test_hardware_apply_after_a_write_that_failed_midway_writes_everything_again(
+    rig: SimRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hw = rig.hardware
+    run_pump = hw.pump.run
+
+    def failing(duty: float = 1.0) -> None:
+        raise RuntimeError("pump driver refused")
+
+    monkeypatch.setattr(hw.pump, "run", failing)
+    with pytest.raises(RuntimeError):
+        hw.apply(BUSY)  # the relay and the valves written, the pump not
+    monkeypatch.setattr(hw.pump, "run", run_pump)
+    hw.apply(BUSY)  # nothing is taken as already applied
+    assert hw.pump.duty == 1.0 and hw.heater.duty == 0.8
