@@ -741,3 +741,18 @@ def test_hardware_apply_after_a_write_that_failed_midway_writes_everything_again
     monkeypatch.setattr(hw.pump, "run", run_pump)
     hw.apply(BUSY)  # nothing is taken as already applied
     assert hw.pump.duty == 1.0 and hw.heater.duty == 0.8
+
+
+def test_hardware_apply_after_a_safe_off_whose_relay_drop_failed_writes_everything(
+    rig: SimRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hw = rig.hardware
+    hw.apply(BUSY)
+
+    def stuck() -> None:
+        raise RuntimeError("relay driver wedged")
+
+    monkeypatch.setattr(hw.relay, "drop", stuck)
+    hw.safe_off()  # the deadman's path: straight to safe_off, the relay stays on
+    hw.apply(BUSY)
+    assert hw.pump.duty == 1.0 and hw.heater.duty == 0.8 and hw.valves["ankle"].is_connected
