@@ -16,6 +16,7 @@ from device.config import Config, Safety
 from device.controller import Controller
 from device.deadman import Deadman
 from device.safety import Expectations, Fault, FaultCode
+from device.safety.air import AirChecks
 from device.safety.faults import EPS
 from device.safety.motors import MotorChecks
 from device.safety.power import RAIL_SETTLE_S, PowerChecks
@@ -756,3 +757,37 @@ def test_hardware_apply_after_a_safe_off_whose_relay_drop_failed_writes_everythi
     hw.safe_off()  # the deadman's path: straight to safe_off, the relay stays on
     hw.apply(BUSY)
     assert hw.pump.duty == 1.0 and hw.heater.duty == 0.8 and hw.valves["ankle"].is_connected
+
+
+# -- air (device/safety/air.py) --------------------------------------------------------------------
+
+
+def air_trip(sample_at: Callable[[float], Sample], seconds: float) -> tuple[float, FaultCode, str] | None:
+    """Run the air rules alone every 50 ms (no setpoints); the first trip."""
+    checks = AirChecks(Safety())
+    for i in range(round(seconds / DT)):
+        t = i * DT
+        trip = checks.check(sample_at(t), NO_HEAT)
+        if trip is not None:
+            return t, trip[0], trip[1]
+    return None
+
+
+def foot_sample(t: float, *, pump: float, mmhg: float) -> Sample:
+    return make_sample(t, pressure={"foot": mmhg}, outputs={"relay": True, "pump": pump, "valve_foot": True})
+
+
+def test_air_fill_window_starts_when_the_pump_starts_not_at_the_hold_before() -> None:
+    """Holding (pump off, zone connected), then pumping without a rise: judged 2 s after the pump started."""
+    found = air_trip(lambda t: foot_sample(t, pump=0.0 if t < 1.0 - 1e-9 else 1.0, mmhg=20.0), 6.0)
+    assert found is not None
+    assert found[:2] == (pytest.approx(3.0), FaultCode.PRESSURE_NOT_RISING)
+
+
+def test_air_fill_is_not_judged_while_a_connected_zone_holds_with_the_pump_off() -> None:
+    def sample_at(t: float) -> Sample:
+        if t < 1.0 - 1e-9:
+            return foot_sample(t, pump=1.0, mmhg=20.0 + 10.0 * t)  # filling well
+        return foot_sample(t, pump=0.0, mmhg=30.0)  # holding
+
+    assert air_trip(sample_at, 8.0) is None
