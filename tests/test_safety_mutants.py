@@ -791,3 +791,14 @@ def test_air_fill_is_not_judged_while_a_connected_zone_holds_with_the_pump_off()
         return foot_sample(t, pump=0.0, mmhg=30.0)  # holding
 
     assert air_trip(sample_at, 8.0) is None
+
+
+@pytest.mark.parametrize(("mmhg", "at"), [(120.0, 0.4), (131.0, 0.25), (60.0, 1.45), (20.0, 2.0)])
+def test_air_fill_window_shrinks_near_the_trip(mmhg: float, at: float) -> None:
+    """A reading that does not rise while pumping: judged after the time the strongest pump needs to
+    carry the zone from the reading to its trip + 5 mmHg (at least 0.25 s, at most ``not_rising_s``)."""
+    # foot: (135 + 5 - p) / (48 / 0.85) s: 120 -> 0.35 s (next sample 0.4), 131 -> 0.16 (0.25 floor),
+    # 60 -> 1.42 s (next sample 1.45), 20 -> 2.1 (2.0 cap)
+    found = air_trip(lambda t: foot_sample(t, pump=1.0, mmhg=mmhg), 4.0)
+    assert found is not None
+    assert found[:2] == (pytest.approx(at), FaultCode.PRESSURE_NOT_RISING)
