@@ -762,12 +762,14 @@ def test_hardware_apply_after_a_safe_off_whose_relay_drop_failed_writes_everythi
 # -- air (device/safety/air.py) --------------------------------------------------------------------
 
 
-def air_trip(sample_at: Callable[[float], Sample], seconds: float) -> tuple[float, FaultCode, str] | None:
-    """Run the air rules alone every 50 ms (no setpoints); the first trip."""
+def air_trip(
+    sample_at: Callable[[float], Sample], seconds: float, expect: Expectations = NO_HEAT
+) -> tuple[float, FaultCode, str] | None:
+    """Run the air rules alone every 50 ms (no setpoints unless given); the first trip."""
     checks = AirChecks(Safety())
     for i in range(round(seconds / DT)):
         t = i * DT
-        trip = checks.check(sample_at(t), NO_HEAT)
+        trip = checks.check(sample_at(t), expect)
         if trip is not None:
             return t, trip[0], trip[1]
     return None
@@ -802,3 +804,34 @@ def test_air_fill_window_shrinks_near_the_trip(mmhg: float, at: float) -> None:
     found = air_trip(lambda t: foot_sample(t, pump=1.0, mmhg=mmhg), 4.0)
     assert found is not None
     assert found[:2] == (pytest.approx(at), FaultCode.PRESSURE_NOT_RISING)
+
+
+def test_air_fill_reference_is_the_reading_one_window_ago() -> None:
+    """A jump right after the start, then flat: the reading one window back is the reference."""
+    # at 26 mmHg the foot's window is the full 2 s: at 2.05 s the reference is the 26 mmHg reading of
+    # 0.05 s, no gain: trips (the 20 mmHg reading of 0 s would still show a gain of 6)
+    found = air_trip(lambda t: foot_sample(t, pump=1.0, mmhg=20.0 if t < 0.01 else 26.0), 4.0)
+    assert found is not None
+    assert found[:2] == (pytest.approx(2.05), FaultCode.PRESSURE_NOT_RISING)
+
+
+def hand_off_sample(t: float, foot: float, ankle: float) -> Sample:
+    return make_sample(
+        t, pressure={"foot": foot, "ankle": ankle},
+        outputs={"relay": True, "pump": 1.0, "valve_foot": True, "valve_ankle": True},
+    )
+
+
+PRESS_ANKLE = Expectations(heat_target_c=None, setpoints_mmhg={"ankle": 60.0})
+
+
+def test_air_hand_off_with_the_pressed_zone_gaining_its_share_does_not_trip() -> None:
+    # per 2 s: foot 2 mmHg, ankle 2 mmHg = 3.3 foot volumes; needed 5 in all, the pressed ankle's share 2.5
+    found = air_trip(lambda t: hand_off_sample(t, 20.0 + 1.0 * t, 20.0 + 1.0 * t), 6.0, PRESS_ANKLE)
+    assert found is None
+
+
+def test_air_hand_off_with_only_the_donor_filling_trips() -> None:
+    found = air_trip(lambda t: hand_off_sample(t, 20.0 + 4.0 * t, 20.0), 6.0, PRESS_ANKLE)
+    assert found is not None
+    assert found[:2] == (pytest.approx(2.0), FaultCode.PRESSURE_NOT_RISING)
