@@ -22,7 +22,7 @@ from device.safety.motors import MotorChecks
 from device.safety.power import RAIL_SETTLE_S, PowerChecks
 from device.sim import SimRig, build_sim
 from drivers.clock import VirtualClock
-from modes.limits import STALL_S
+from modes.limits import STALL_S, Zone
 from modes.session import SessionSnapshot, Status
 from modes.signals import Command, Sample
 from tests.test_safety import DT, NO_HEAT, make_sample
@@ -835,3 +835,96 @@ def test_air_hand_off_with_only_the_donor_filling_trips() -> None:
     found = air_trip(lambda t: hand_off_sample(t, 20.0 + 4.0 * t, 20.0), 6.0, PRESS_ANKLE)
     assert found is not None
     assert found[:2] == (pytest.approx(2.0), FaultCode.PRESSURE_NOT_RISING)
+
+
+def zone_sample(
+    t: float, pressure: dict[Zone, float], connected: tuple[Zone, ...], pump: float = 0.0
+) -> Sample:
+    outputs: dict[str, float | bool] = {"relay": True, "pump": pump}
+    outputs.update({f"valve_{z}": True for z in connected})
+    return make_sample(t, pressure=pressure, outputs=outputs)
+
+
+def test_air_compression_cap_counts_from_the_connect_and_names_the_time() -> None:
+    checks = AirChecks(Safety())
+    assert checks.check(zone_sample(0.0, {}, ()), NO_HEAT) is None
+    assert checks.check(zone_sample(1.0, {"foot": 40.0}, ("foot",)), NO_HEAT) is None  # pressed from 1 s
+    assert checks.check(zone_sample(60.9, {"foot": 40.0}, ("foot",)), NO_HEAT) is None
+    trip = checks.check(zone_sample(61.0, {"foot": 40.0}, ("foot",)), NO_HEAT)
+    assert trip == (
+        FaultCode.COMPRESSION_TOO_LONG, "foot zone connected (pressed) for 60.0 s without venting (limit 60 s)"
+    )
+
+
+def test_air_fall_rule_skips_a_second_pass_at_the_same_time() -> None:
+    checks = AirChecks(Safety())
+    assert checks.check(zone_sample(1.0, {"foot": 50.0}, ("foot",)), NO_HEAT) is None
+    assert checks.check(zone_sample(1.0, {"foot": 44.0}, ("foot",)), NO_HEAT) is None  # no time passed
+
+
+def setpoint_trip(
+    pressure_at: Callable[[float], dict[Zone, float]],
+    setpoints_at: Callable[[float], dict[Zone, float]],
+    seconds: float,
+) -> tuple[float, FaultCode, str] | None:
+    """The air rules with every zone of the setpoints connected, pump off; the first trip."""
+    checks = AirChecks(Safety())
+    for i in range(round(seconds / DT)):
+        t = i * DT
+        setpoints = setpoints_at(t)
+        expect = Expectations(heat_target_c=None, setpoints_mmhg=setpoints)
+        trip = checks.check(zone_sample(t, pressure_at(t), tuple(setpoints)), expect)
+        if trip is not None:
+            return t, trip[0], trip[1]
+    return None
+
+
+def test_air_setpoint_timer_restarts_when_the_zone_reaches_it() -> None:
+    found = setpoint_trip(
+        lambda t: {"foot": 20.0}, lambda t: {"foot": 20.0 if 4.0 <= t < 5.0 else 60.0}, 20.0
+    )
+    assert found == (pytest.approx(15.0), FaultCode.PRESSURE_NOT_RISING,
+                     "foot zone at 20.0 mmHg, setpoint 60.0 mmHg not reached in 10.0 s (limit 10 s)")
+
+
+def test_air_setpoint_timers_are_per_zone() -> None:
+    def setpoints_at(t: float) -> dict[Zone, float]:
+        return {"foot": 60.0 if t < 4.0 else 20.0, "ankle": 20.0 if t < 3.0 else 60.0}
+
+    found = setpoint_trip(lambda t: {"foot": 20.0, "ankle": 20.0}, setpoints_at, 20.0)
+    assert found is not None
+    assert found[0] == pytest.approx(13.0) and found[2].startswith("ankle zone at 20.0 mmHg")
+
+
+def test_air_setpoint_judges_any_positive_setpoint_only() -> None:
+    # a reading below zero (a drifting sensor: the vented rule's business) never misses a zero setpoint
+    assert setpoint_trip(lambda t: {"foot": -6.0}, lambda t: {"foot": 0.0}, 12.0) is None
+    found = setpoint_trip(lambda t: {"foot": -4.5}, lambda t: {"foot": 1.0}, 12.0)
+    assert found is not None and found[0] == pytest.approx(10.0)
+
+
+def test_air_valve_stuck_counts_from_the_vent_and_a_reading_at_the_zero_band_is_vented() -> None:
+    def stuck(t: float) -> Sample:
+        return zone_sample(t, {"foot": 50.0}, ("foot",) if t < 1.0 - 1e-9 else ())
+
+    found = air_trip(stuck, 6.0)
+    assert found is not None
+    assert found[:2] == (pytest.approx(4.0), FaultCode.VALVE_STUCK)
+    assert found[2] == (
+        "foot zone still at 50.0 mmHg 3.0 s after its valve vented (must be below 10 mmHg within 3 s)"
+    )
+    assert air_trip(lambda t: zone_sample(t, {"foot": -5.0}, ()), 6.0) is None
+
+
+def test_air_fill_gaining_exactly_the_needed_rise_does_not_trip() -> None:
+    # 2.5 mmHg/s: 5 mmHg in the 2 s window, exactly the rise needed
+    assert air_trip(lambda t: foot_sample(t, pump=1.0, mmhg=20.0 + 2.5 * t), 2.05) is None
+
+
+def test_air_fill_message_names_the_zones_and_their_readings() -> None:
+    found = air_trip(lambda t: hand_off_sample(t, 20.0 + 4.0 * t, 20.0), 6.0, PRESS_ANKLE)
+    assert found is not None
+    assert found[2] == (
+        "foot+ankle gained 8.0 mmHg (foot volumes) in 2.00 s of pumping (needs 5.0: 5 per 2 s); "
+        "foot 20.0 -> 28.0, ankle 20.0 -> 20.0 mmHg"
+    )
