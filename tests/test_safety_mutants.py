@@ -928,3 +928,46 @@ def test_air_fill_message_names_the_zones_and_their_readings() -> None:
         "foot+ankle gained 8.0 mmHg (foot volumes) in 2.00 s of pumping (needs 5.0: 5 per 2 s); "
         "foot 20.0 -> 28.0, ankle 20.0 -> 20.0 mmHg"
     )
+
+
+def test_air_a_sample_without_the_pump_output_counts_the_pump_off() -> None:
+    def sample_at(t: float) -> Sample:
+        sample = zone_sample(t, {"foot": 20.0}, ("foot",))
+        return dataclasses.replace(sample, outputs={"relay": True, "valve_foot": True})
+
+    assert air_trip(sample_at, 12.0) is None
+
+
+def test_air_pump_overrun_counts_from_the_pump_start() -> None:
+    found = air_trip(lambda t: zone_sample(t, {}, (), pump=0.0 if t < 1.0 - 1e-9 else 1.0), 15.0)
+    assert found == (
+        pytest.approx(11.0), FaultCode.PUMP_OVERRUN, "pump on continuously for 10.0 s (limit 10 s)"
+    )
+
+
+def test_air_fall_rule_restarts_after_a_missing_reading() -> None:
+    def sample_at(t: float) -> Sample:
+        foot = 50.0 if t < 0.01 else (None if t < 0.06 else 25.0)
+        return zone_sample(t, {"foot": foot}, ("foot",))  # type: ignore[dict-item]
+
+    assert air_trip(sample_at, 1.0) is None  # 50 -> (none) -> 25 is not judged as a fall
+
+
+def test_air_a_missing_reading_does_not_skip_the_other_zones() -> None:
+    pressure: dict[Zone, float | None] = {"foot": None, "ankle": 96.0}
+    found = air_trip(lambda t: zone_sample(t, pressure, ("ankle",)), 1.0)  # type: ignore[arg-type]
+    assert found is not None and found[:2] == (0.0, FaultCode.OVER_PRESSURE)
+
+
+def test_air_setpoint_absent_means_zero() -> None:
+    """A connected zone with no setpoint (holding) is not judged against one, whatever it reads."""
+    assert air_trip(lambda t: zone_sample(t, {"foot": -4.5}, ("foot",)), 12.0) is None
+
+
+def test_air_hand_off_judges_any_positive_setpoint_and_the_share_itself_is_enough() -> None:
+    press_low = Expectations(heat_target_c=None, setpoints_mmhg={"ankle": 1.0})
+    found = air_trip(lambda t: hand_off_sample(t, 20.0 + 4.0 * t, 20.0), 6.0, press_low)
+    assert found is not None and found[:2] == (pytest.approx(2.0), FaultCode.PRESSURE_NOT_RISING)
+    # the pressed foot gains exactly its share (2.5 of the 5 needed in 2 s), the ankle gives the rest
+    press_foot = Expectations(heat_target_c=None, setpoints_mmhg={"foot": 60.0})
+    assert air_trip(lambda t: hand_off_sample(t, 20.0 + 1.25 * t, 20.0 + 1.0 * t), 2.05, press_foot) is None
