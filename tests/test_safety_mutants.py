@@ -15,7 +15,7 @@ import pytest
 from device.config import Config, Safety
 from device.controller import Controller
 from device.deadman import Deadman
-from device.safety import Expectations, Fault, FaultCode
+from device.safety import Expectations, Fault, FaultCode, Supervisor
 from device.safety.air import AirChecks
 from device.safety.faults import EPS
 from device.safety.motors import MotorChecks
@@ -971,3 +971,82 @@ def test_air_hand_off_judges_any_positive_setpoint_and_the_share_itself_is_enoug
     # the pressed foot gains exactly its share (2.5 of the 5 needed in 2 s), the ankle gives the rest
     press_foot = Expectations(heat_target_c=None, setpoints_mmhg={"foot": 60.0})
     assert air_trip(lambda t: hand_off_sample(t, 20.0 + 1.25 * t, 20.0 + 1.0 * t), 2.05, press_foot) is None
+
+
+# -- the supervisor's latch and reset (device/safety/supervisor.py) ----------------------------------
+
+
+def make_supervisor() -> Supervisor:
+    return Supervisor(Safety(), thermistors=["pad_1", "pad_2"], wall_clock=lambda: 1_700_000_000.0)
+
+
+def latched_over_temperature() -> Supervisor:
+    supervisor = make_supervisor()
+    fault = supervisor.check(make_sample(0.0, temp=46.0), NO_HEAT)
+    assert fault is not None and fault.code is FaultCode.OVER_TEMPERATURE
+    return supervisor
+
+
+def test_supervisor_reset_reasons_name_the_missing_readings_and_what_is_on() -> None:
+    supervisor = latched_over_temperature()
+    no_pad = make_sample(1.0, temps={"pad_1": None, "pad_2": 30.0}, errors={"pad_1": "open circuit"})
+    assert supervisor.reset(no_pad) == "thermistor pad_1 still has no reading: open circuit"
+    no_pad = make_sample(1.0, temps={"pad_1": None, "pad_2": 30.0})
+    assert supervisor.reset(no_pad) == "thermistor pad_1 still has no reading: no value"
+    no_zone = make_sample(1.0, pressure={"calf": None}, errors={"calf": "stuck at the rail"})
+    assert supervisor.reset(no_zone) == "pressure sensor calf still has no reading: stuck at the rail"
+    assert supervisor.reset(make_sample(1.0, pressure={"calf": None})) == (
+        "pressure sensor calf still has no reading: no value"
+    )
+    on = make_sample(1.0, outputs={"relay": True, "pump": 1.0})
+    assert supervisor.reset(on) == "outputs still on: pump, relay"
+
+
+def test_supervisor_reset_edges_at_the_trip_the_sensor_range_and_the_vented_level() -> None:
+    supervisor = make_supervisor()  # a fault of no family: only the checks every reset needs
+    supervisor.latch(supervisor.new_fault(FaultCode.CONTROL_LOOP_STALL, "silent", t=0.0))
+    assert supervisor.reset(make_sample(1.0, pressure={"foot": 10.0})) == (
+        "foot zone still at 10.0 mmHg, not vented below 10 mmHg"
+    )
+    assert supervisor.reset(make_sample(1.0, temps={"pad_1": -10.0, "pad_2": 45.0})) is None
+    assert supervisor.latched is None
+
+
+def test_supervisor_logs_latch_refusal_and_reset(caplog: pytest.LogCaptureFixture) -> None:
+    supervisor = make_supervisor()
+
+    def broken() -> None:
+        raise RuntimeError("driver gone")
+
+    supervisor.trip_outputs = broken
+    with caplog.at_level(logging.INFO, logger="device.safety.supervisor"):
+        supervisor.latch(supervisor.new_fault(FaultCode.CONTROL_LOOP_STALL, "loop silent", t=0.0))
+        supervisor.reset(make_sample(1.0, outputs={"pump": 1.0}))
+        supervisor.reset(make_sample(2.0))
+    assert caplog.messages == [
+        "forcing the outputs off failed",
+        "fault latched: CONTROL_LOOP_STALL: loop silent",
+        "reset of CONTROL_LOOP_STALL refused: outputs still on: pump",
+        "fault CONTROL_LOOP_STALL reset",
+    ]
+
+
+def test_supervisor_reset_reports_a_fault_latched_meanwhile() -> None:
+    other = Fault(code=FaultCode.MOTOR_STALL, message="stall", since=0.0, t=0.0)
+    for meanwhile, reason in ((other, "MOTOR_STALL"), (None, "none")):
+        supervisor = latched_over_temperature()
+
+        def persisting(code: FaultCode, sample: Sample, s: Supervisor = supervisor,
+                       f: Fault | None = meanwhile) -> str | None:
+            s._latched = f  # another thread reset it and latched another, or only reset it
+            return None
+
+        supervisor._persisting = persisting  # type: ignore[method-assign]
+        assert supervisor.reset(make_sample(1.0)) == f"another fault latched meanwhile: {reason}"
+
+
+def test_supervisor_check_after_a_reset_reports_nothing() -> None:
+    supervisor = make_supervisor()
+    supervisor.latch(supervisor.new_fault(FaultCode.CONTROL_LOOP_STALL, "silent", t=0.0))  # unreported
+    assert supervisor.reset(make_sample(1.0)) is None
+    assert supervisor.check(make_sample(1.05), NO_HEAT) is None
