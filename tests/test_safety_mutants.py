@@ -1050,3 +1050,26 @@ def test_supervisor_check_after_a_reset_reports_nothing() -> None:
     supervisor.latch(supervisor.new_fault(FaultCode.CONTROL_LOOP_STALL, "silent", t=0.0))  # unreported
     assert supervisor.reset(make_sample(1.0)) is None
     assert supervisor.check(make_sample(1.05), NO_HEAT) is None
+
+
+def test_supervisor_without_outputs_latches_quietly_and_doubts_until_judged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    supervisor = make_supervisor()
+    assert supervisor.doubt == "no sample judged yet"
+    with caplog.at_level(logging.INFO, logger="device.safety.supervisor"):
+        supervisor.latch(supervisor.new_fault(FaultCode.CONTROL_LOOP_STALL, "silent", t=0.0))
+    assert caplog.messages == ["fault latched: CONTROL_LOOP_STALL: silent"]  # the default hook does nothing
+
+
+def test_supervisor_doubt_follows_each_sample() -> None:
+    supervisor = make_supervisor()
+    supervisor.check(make_sample(0.0, current={"foot_rollers": 0.5}), NO_HEAT)
+    assert supervisor.doubt == "foot_rollers draws 0.50 A while off (at most 0.3 A at rest)"
+    supervisor.check(make_sample(0.05), NO_HEAT)
+    assert supervisor.doubt is None
+
+
+def test_supervisor_needs_a_thermistor_and_says_so() -> None:
+    with pytest.raises(ValueError, match=r"^thermistors: the supervisor needs at least one thermistor name$"):
+        Supervisor(Safety(), thermistors=[])
