@@ -128,6 +128,12 @@ class AppProbe:
         changed = [p._last_change for p in self.load_pins if p._last_change >= t0]
         return max(changed) if changed else t0
 
+    async def relay_on_at(self, t0: float, timeout_s: float = 2.0) -> float | None:
+        """The monotonic time the relay pin went on, waiting up to ``timeout_s`` from ``t0`` (None: not)."""
+        while not self.relay_pin.state and time.monotonic() - t0 < timeout_s:
+            await asyncio.sleep(0.0005)
+        return self.relay_pin._last_change if self.relay_pin.state else None
+
     async def wait_all_off(self, t0: float, timeout_s: float = 2.0) -> float | None:
         """Real seconds from ``t0`` until every load pin is off (None on time-out)."""
         while time.monotonic() - t0 < timeout_s:
@@ -237,10 +243,9 @@ async def _button_trials(probe: AppProbe, trials: int) -> list[float]:
         await asyncio.sleep(0.1 + random.uniform(0.0, 0.05))
         t0 = time.monotonic()
         button.drive_high()
-        while not probe.relay_pin.state and time.monotonic() - t0 < 1.0:
-            await asyncio.sleep(0.0005)
-        if probe.relay_pin.state:
-            latencies.append(probe.relay_pin._last_change - t0)
+        on_at = await probe.relay_on_at(t0, 1.0)
+        if on_at is not None:
+            latencies.append(on_at - t0)
         await asyncio.sleep(0.05)
     await probe.reset()
     return latencies
@@ -375,10 +380,9 @@ async def _command_latency(plan: Plan, port: int, workdir: Path) -> list[float]:
                 await asyncio.sleep(0.05 + random.uniform(0.0, 0.05))
                 t0 = time.monotonic()
                 client.publish(topic, start, qos=0)
-                while not probe.relay_pin.state and time.monotonic() - t0 < 2.0:
-                    await asyncio.sleep(0.0005)
-                if probe.relay_pin.state:
-                    latencies.append(probe.relay_pin._last_change - t0)
+                on_at = await probe.relay_on_at(t0)
+                if on_at is not None:
+                    latencies.append(on_at - t0)
         finally:
             client.loop_stop()
             client.disconnect()

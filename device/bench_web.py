@@ -171,12 +171,10 @@ async def _firmware_trials(host: RemoteHost, driver: Any, trials: int, workdir: 
                 await asyncio.to_thread(_wait, lambda: driver.execute_script(start_enabled))
                 await asyncio.sleep(0.05 + random.uniform(0.0, 0.05))
                 await asyncio.to_thread(driver.execute_script, "document.getElementById('start').click()")
-                t_end = time.monotonic() + 2.0
-                while not probe.relay_pin.state and time.monotonic() < t_end:
-                    await asyncio.sleep(0.0005)
+                on_at = await probe.relay_on_at(time.monotonic())
                 sent = await asyncio.to_thread(driver.execute_script, "return window.massagerRemote.lastSent")
-                if probe.relay_pin.state and sent and sent.get("action") == "start":
-                    out["tap"].append(probe.relay_pin._last_change + offset - sent["at"] / 1000.0)
+                if on_at is not None and sent and sent.get("action") == "start":
+                    out["tap"].append(on_at + offset - sent["at"] / 1000.0)
             topic = f"{host.base}/cmd"
             start = json.dumps({"action": "start", "program": "relax", "intensity": 3}).encode()
             for _ in range(trials):
@@ -184,10 +182,9 @@ async def _firmware_trials(host: RemoteHost, driver: Any, trials: int, workdir: 
                 await asyncio.sleep(0.05 + random.uniform(0.0, 0.05))
                 t0 = time.monotonic()
                 phone.publish(topic, start, qos=0)
-                while not probe.relay_pin.state and time.monotonic() - t0 < 2.0:
-                    await asyncio.sleep(0.0005)
-                if probe.relay_pin.state:
-                    out["command_plain"].append(probe.relay_pin._last_change - t0)
+                on_at = await probe.relay_on_at(t0)
+                if on_at is not None:
+                    out["command_plain"].append(on_at - t0)
             await probe.reset()
         finally:
             phone.loop_stop()

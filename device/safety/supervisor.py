@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from device.config import Heater, Safety
 from device.safety.air import AirChecks
-from device.safety.faults import NOTHING_EXPECTED, Expectations, Fault, FaultCode, Trip, beside
+from device.safety.faults import NOTHING_EXPECTED, Expectations, Fault, FaultCode, HazardFamily, Trip, beside
 from device.safety.heat import UNREACHABLE, HeatChecks
 from device.safety.motors import MotorChecks
 from device.safety.power import PowerChecks
@@ -61,6 +61,8 @@ class Supervisor:
         self.air = AirChecks(safety)
         self.motors = MotorChecks(safety)
         self.power = PowerChecks(safety)
+        # In the order their trips win (sensors and bus first: a bad reading explains the rest).
+        self.families: tuple[HazardFamily, ...] = (self.sensors, self.heat, self.air, self.motors, self.power)
         self.doubt: str | None = "no sample judged yet"  # why a sensor is implausible now, else None
 
     # -- the latch ----------------------------------------------------------------------------
@@ -114,13 +116,7 @@ class Supervisor:
         """
         sensors = self.sensors.check(sample, expect)
         self.heat.valid = self.sensors.valid
-        trips: tuple[Trip | None, ...] = (
-            sensors,
-            self.heat.check(sample, expect),
-            self.air.check(sample, expect),
-            self.motors.check(sample, expect),
-            self.power.check(sample, expect),
-        )
+        trips: list[Trip | None] = [sensors, *(family.check(sample, expect) for family in self.families[1:])]
         self.doubt = self._doubt(sample)
         trip = next((found for found in trips if found is not None), None)
         if trip is not None and self.latched is None:
@@ -132,7 +128,7 @@ class Supervisor:
 
     def _doubt(self, sample: Sample) -> str | None:
         """Why any sensor is implausible on this sample (a start is refused while it is not None)."""
-        for family in (self.sensors, self.heat, self.air, self.motors, self.power):
+        for family in self.families:
             reason = family.doubt(sample)
             if reason is not None:
                 return reason
@@ -185,7 +181,7 @@ class Supervisor:
                 return f"pressure sensor {zone} still has no reading: {sample.errors.get(zone, 'no value')}"
             if p >= s.vented_mmhg:
                 return f"{zone} zone still at {p:.1f} mmHg, not vented below {s.vented_mmhg:.0f} mmHg"
-        for family in (self.sensors, self.heat, self.air, self.motors, self.power):
+        for family in self.families:
             if code in family.codes:
                 return family.persisting(FaultCode(code), sample)
         return None
