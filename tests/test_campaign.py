@@ -10,6 +10,7 @@ pinned below with ``@example`` so they replay on every run.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from drivers.sim.plant import PlantParams
 from modes.limits import PRESSURE_TRIP_MMHG, SAMPLE_PERIOD_S, ZONES
 
 CAMPAIGN = os.environ.get("MASSAGER_CAMPAIGN") == "1"
+REPORT = os.environ.get("MASSAGER_CAMPAIGN_REPORT")  # one JSON line per example (tests/campaign_report.py)
 PAD_MAX_C = 46.0
 OVERSHOOT_MMHG = 5.0
 VENT_DEADLINE_S = 3.0
@@ -149,6 +151,13 @@ def run_scenario(scenario: Scenario) -> None:
         unit.close()
 
 
+def _record(kind: str, **fields: Any) -> None:
+    """One example's outcome as a JSON line in the campaign report (when MASSAGER_CAMPAIGN_REPORT names one)."""
+    if REPORT:
+        with open(REPORT, "a", encoding="utf-8") as report:
+            report.write(json.dumps({"kind": kind, **fields}) + "\n")
+
+
 def _run(unit: SimUnit, scenario: Scenario) -> None:
     unit.start_up()
     assert unit.app.supervisor.latched is None, unit.app.supervisor.latched
@@ -171,9 +180,13 @@ def _run(unit: SimUnit, scenario: Scenario) -> None:
     latched_at: float | None = None
     stuck = scenario.params.get("zone") if scenario.fault == "valve_stuck_closed" else None
     stuck_zones = set(ZONES) if stuck == "all" else {stuck} if stuck else set()
+    pad_max = plant.pad_c
+    over_trip = max(plant.pressure[z] - PRESSURE_TRIP_MMHG[z] for z in ZONES)
     for _ in range(round(window_s / SAMPLE_PERIOD_S)):
         unit.tick()
         since = unit.t - injected
+        pad_max = max(pad_max, plant.pad_c)
+        over_trip = max(over_trip, *(plant.pressure[z] - PRESSURE_TRIP_MMHG[z] for z in ZONES))
         assert plant.pad_c <= _residual_c(scenario, since), (scenario, plant.pad_c, unit.faults)
         for zone in ZONES:
             assert plant.pressure[zone] <= PRESSURE_TRIP_MMHG[zone] + OVERSHOOT_MMHG, (
@@ -193,6 +206,12 @@ def _run(unit: SimUnit, scenario: Scenario) -> None:
             break
     if required:
         assert latched_at is not None, (scenario, "nothing latched")
+    latched = unit.app.supervisor.latched
+    _record("fault", seed=scenario.seed, state=scenario.state, program=scenario.program, heat=scenario.heat,
+            moment_s=round(scenario.moment_s, 2), fault=scenario.fault, params=scenario.params,
+            code=None if latched is None else str(latched.code),
+            latch_s=None if latched_at is None else round(latched_at - injected, 3),
+            pad_max_c=round(pad_max, 2), over_trip_mmhg=round(over_trip, 2))
 
 
 @settings(
@@ -230,6 +249,8 @@ def test_campaign_healthy_varied_plant_runs_thirty_minutes_without_a_trip(
         assert unit.faults == [], (seed, program, intensity, heat, unit.faults)
         assert unit.app.session.snapshot().status == "idle"
         assert unit.plant.all_off()
+        _record("healthy", seed=seed, program=program, intensity=intensity, heat=heat,
+                minutes=round(unit.t / 60, 1))
     finally:
         unit.close()
 
