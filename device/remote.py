@@ -43,6 +43,7 @@ WS_LISTENER_CONF = REPO / "image" / "mosquitto" / "massager-websockets.conf"
 BROKER_CONF = REPO / "image" / "mosquitto" / "massager.conf"
 ACL_TEMPLATE = REPO / "image" / "mosquitto" / "massager.acl.in"
 LIGHTTPD_TEMPLATE = REPO / "image" / "remote" / "lighttpd.conf"
+LIGHTTPD_TLS_TEMPLATE = REPO / "image" / "remote" / "lighttpd-tls.conf"
 WS_PORT = 9001  # the device's WebSockets listener (image/mosquitto/massager-websockets.conf)
 START_TIMEOUT_S = 15.0
 PBKDF2_ITERATIONS = 1000
@@ -95,6 +96,15 @@ def render_lighttpd(*, port: int, bind: str, root: Path, cache: Path, device_jso
     for mark, value in (("@PORT@", str(port)), ("@BIND@", bind), ("@ROOT@", str(root)), ("@CACHE@", str(cache)),
                         ("@DEVICE_JSON@", str(device_json_path)), ("@ERRORLOG@", str(errorlog)),
                         ("@PIDFILE@", str(pidfile)), ("@EXTRA@", extra)):
+        text = text.replace(mark, value)
+    return text
+
+
+def render_lighttpd_tls(*, https_port: int, bind: str, cert: Path, key: Path) -> str:
+    """image/remote/lighttpd-tls.conf (the page over HTTPS, plain HTTP redirected) for one address and port."""
+    text = LIGHTTPD_TLS_TEMPLATE.read_text()
+    for mark, value in (("@SOCKET@", f"{bind}:{https_port}"), ("@CERT@", str(cert)), ("@KEY@", str(key)),
+                        ("@EXTRA@", ""), ("@PORT_SUFFIX@", "" if https_port == 443 else f":{https_port}")):
         text = text.replace(mark, value)
     return text
 
@@ -173,6 +183,7 @@ class RemoteHost:
     mqtt_port: int = field(default_factory=free_port)
     ws_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
+    https_port: int = field(default_factory=free_port)  # the page over HTTPS (with ``tls``), as on a device
     device_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     phone_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     developer_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
@@ -196,7 +207,13 @@ class RemoteHost:
 
     @property
     def url(self) -> str:
-        """The page's address."""
+        """The page's address (HTTPS with ``tls``, as on a device; its plain port redirects there)."""
+        host = "127.0.0.1" if self.bind in ("127.0.0.1", "0.0.0.0") else self.bind
+        return f"https://{host}:{self.https_port}/" if self.tls else f"http://{host}:{self.http_port}/"
+
+    @property
+    def plain_url(self) -> str:
+        """The page's plain-HTTP address (with ``tls`` it only redirects to ``url``)."""
         host = "127.0.0.1" if self.bind in ("127.0.0.1", "0.0.0.0") else self.bind
         return f"http://{host}:{self.http_port}/"
 
@@ -244,7 +261,9 @@ class RemoteHost:
         (w / "lighttpd.conf").write_text(render_lighttpd(
             port=self.http_port, bind=self.bind, root=root, cache=w / "cache",
             device_json_path=w / "device.json",
-            errorlog=w / "lighttpd.log", pidfile=w / "lighttpd.pid"))
+            errorlog=w / "lighttpd.log", pidfile=w / "lighttpd.pid",
+            extra=render_lighttpd_tls(https_port=self.https_port, bind=self.bind, cert=self.ca_file,
+                                      key=w / "massager.key") if self.tls else ""))
 
     def _self_signed(self) -> None:
         """A certificate for 127.0.0.1 and localhost, as scripts/provision --tls-cert would bring."""
@@ -279,6 +298,8 @@ class RemoteHost:
         self.web = subprocess.Popen([lighttpd, "-D", "-f", str(self.workdir / "lighttpd.conf")],
                                     stdout=logfile.open("ab"), stderr=subprocess.STDOUT)
         _wait_listening(self.web, self.http_port, "lighttpd", logfile)
+        if self.tls:
+            _wait_listening(self.web, self.https_port, "lighttpd (HTTPS)", logfile)
 
     def start(self) -> RemoteHost:
         """Prepare and start both servers (on fresh ports again if another process took one meanwhile)."""
@@ -294,6 +315,7 @@ class RemoteHost:
                     raise
                 log.info("a port was taken meanwhile (%s); trying fresh ones", exc)
                 self.mqtt_port, self.ws_port, self.http_port = free_port(), free_port(), free_port()
+                self.https_port = free_port()
         return self
 
     def stop(self) -> None:
@@ -344,8 +366,8 @@ def sim_web_main(argv: list[str]) -> int:
             print(
                 f"\nPhone remote:  {host.url}\n"
                 f"  user {host.phone_user}  password {host.phone_password}\n"
-                + (f"  (self-signed certificate: open https://<this host>:{host.ws_port}/ once, accept it)\n"
-                   if host.tls else "")
+                + ("  (self-signed certificate: accept it when the page opens; if it then cannot connect,\n"
+                   f"   open https://<this host>:{host.ws_port}/ once and accept it too)\n" if host.tls else "")
                 + f"  MQTT {host.bind}:{host.mqtt_port}, WebSockets {host.ws_port}; developer / "
                 f"{host.developer_password} may read and write {host.base}/# (sim/plant, sim/fault)\n",
                 flush=True,

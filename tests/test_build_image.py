@@ -58,8 +58,12 @@ def test_build_image_configures_the_phone_remote_for_the_device(tmp_path: Path) 
     assert "@" not in conf.replace("# Marked values (@...@)", "")  # every marked value filled in
     for line in ("server.port = 80", 'server.document-root = "/usr/share/massager/remote"',
                  'alias.url = ("/device.json" => "/etc/massager/remote.json")',
-                 'deflate.cache-dir = "/var/cache/massager-remote"', '$SERVER["socket"] == "[::]:80" { }'):
+                 'deflate.cache-dir = "/var/cache/massager-remote"', '$SERVER["socket"] == "[::]:80" { }',
+                 'include "/etc/massager/remote/tls.conf"'):
         assert line in conf, line
+    # HTTPS comes with the certificate (scripts/provision); until then the included file sets nothing.
+    no_tls = (fat_read(out, "massager/files/etc/massager/remote/tls.conf") or b"").decode()
+    assert no_tls and all(ln.startswith("#") for ln in no_tls.splitlines()), no_tls
     placeholder = json.loads(fat_read(out, "massager/files/etc/massager/remote.json") or b"")
     assert placeholder["websocket_port"] is None and placeholder["device_id"] is None  # no certificate yet
     # Like every network listener, the WebSockets one exists only with TLS: provisioning installs it.
@@ -87,6 +91,7 @@ def test_build_image_writes_every_file_with_its_content(tmp_path: Path) -> None:
         "/etc/massager/massager.toml": ("0640", "massager"),
         **dict.fromkeys(REMOTE_FILES, ("0644", "root")),
         "/etc/massager/remote/lighttpd.conf": ("0644", "root"),
+        "/etc/massager/remote/tls.conf": ("0644", "root"),
         "/etc/massager/remote.json": ("0644", "root"),
     }
     for dest, source in REMOTE_FILES.items():

@@ -259,11 +259,21 @@ def test_provision_carries_a_tls_listener_when_given_a_certificate(image: Path, 
     )
     remote = json.loads(bundle_file(image, "/etc/massager/remote.json"))
     assert remote["websocket_port"] == 9001 and remote["websocket_tls"] is True
-    assert sheet["remote"] == {"url": f"http://{sheet['device_id']}.local/", "websocket_port": 9001}
-    assert (
-        "0640 mosquitto /etc/mosquitto/certs/massager.key"
-        in (fat_read(image, f"{BUNDLE}/install.list") or b"").decode()
-    )
+    assert sheet["remote"] == {"url": f"https://{sheet['device_id']}.local/", "websocket_port": 9001}
+    installed = (fat_read(image, f"{BUNDLE}/install.list") or b"").decode()
+    assert "0640 mosquitto /etc/mosquitto/certs/massager.key" in installed
+    # The page comes over HTTPS with the same certificate; lighttpd (www-data) reads its own copy of the key.
+    assert "0640 www-data /etc/massager/remote/massager.key" in installed
+    assert bundle_file(image, "/etc/massager/remote/massager.key") == key.read_text()
+    assert bundle_file(image, "/etc/massager/remote/massager.crt") == cert.read_text()
+    tls = bundle_file(image, "/etc/massager/remote/tls.conf")
+    assert "@" not in tls.replace("(@...@)", "")
+    for line in ('ssl.pemfile = "/etc/massager/remote/massager.crt"',
+                 'ssl.privkey = "/etc/massager/remote/massager.key"',
+                 '$SERVER["socket"] == ":443" { ssl.engine = "enable" }',
+                 '$SERVER["socket"] == "[::]:443" { ssl.engine = "enable" }',
+                 'url.redirect = ("" => "https://%1${url.path}${qsa}")'):
+        assert line in tls, line
 
 
 def test_apply_provision_installs_the_bundle_and_shreds_it(image: Path, tmp_path: Path) -> None:
@@ -374,7 +384,7 @@ def test_provision_text_sheet_has_the_remote_address_and_its_qr_code(image: Path
     proc = run_script("provision", image, "--tls-cert", cert, "--tls-key", key)
     assert proc.returncode == 0, proc.stderr
     first = proc.stdout.splitlines()[1]
-    assert first.startswith("  Phone remote    http://massager-") and ".local/ " in first
+    assert first.startswith("  Phone remote    https://massager-") and ".local/ " in first
     if shutil.which("qrencode"):
         assert "█" in proc.stdout or "▀" in proc.stdout  # the QR code, drawn with block characters
 

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -90,11 +92,20 @@ def web(tmp_path: Path) -> Iterator[RemoteHost]:
         host.stop()
 
 
-def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
-    """GET asking for gzip: status, headers, the body as transferred."""
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are answers here, not something to follow."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+def fetch(url: str, ca: Path | None = None) -> tuple[int, dict[str, str], bytes]:
+    """GET asking for gzip (HTTPS trusting ``ca``): status, headers, the body as transferred."""
     request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    opener = urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=context))
     try:
-        with urllib.request.urlopen(request, timeout=WAIT_S) as response:
+        with opener.open(request, timeout=WAIT_S) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
@@ -102,11 +113,14 @@ def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
 
 @needs_lighttpd
 def test_web_server_serves_the_page_compressed_with_its_types_under_budget(web: RemoteHost) -> None:
+    def get(url: str) -> tuple[int, dict[str, str], bytes]:
+        return fetch(url, web.ca_file)
+
     types = {"": "text/html", ".js": "text/javascript", ".css": "text/css", ".json": "application/json",
              ".webmanifest": "application/manifest+json", ".svg": "image/svg+xml"}
     total = 0
     for name in PAGE_FILES:
-        status, headers, body = fetch(web.url + name)
+        status, headers, body = get(web.url + name)
         assert status == 200, name
         assert headers["Content-Type"].startswith(types[Path(name).suffix]), (name, headers["Content-Type"])
         assert headers.get("X-Content-Type-Options") == "nosniff"
@@ -117,16 +131,30 @@ def test_web_server_serves_the_page_compressed_with_its_types_under_budget(web: 
         total += len(body)
     assert total < PAGE_BUDGET_BYTES, f"the page transfers {total} bytes"
     # A second visit revalidates instead of downloading again.
-    _status, headers, _body = fetch(web.url + "vendor/mqtt/mqtt.esm.js")
+    _status, headers, _body = get(web.url + "vendor/mqtt/mqtt.esm.js")
     request = urllib.request.Request(web.url + "vendor/mqtt/mqtt.esm.js", headers={
         "Accept-Encoding": "gzip", "If-None-Match": headers["ETag"]})
+    trusted = ssl.create_default_context(cafile=str(web.ca_file))
     with pytest.raises(urllib.error.HTTPError) as not_modified:
-        urllib.request.urlopen(request, timeout=WAIT_S)
+        urllib.request.urlopen(request, timeout=WAIT_S, context=trusted)
     assert not_modified.value.code == 304
-    settings = json.loads(fetch(web.url + "device.json")[2])
+    settings = json.loads(get(web.url + "device.json")[2])
     assert settings["device_id"] == web.device_id and settings["websocket_port"] == web.ws_port
     for name in ("../lighttpd.conf", "nothere.js", "vendor/", "device.json~"):
-        assert fetch(web.url + name)[0] in (403, 404), name
+        assert get(web.url + name)[0] in (403, 404), name
+
+
+@needs_lighttpd
+def test_web_server_sends_plain_http_to_https_with_the_device_certificate(web: RemoteHost) -> None:
+    assert web.url.startswith("https://")  # with a certificate the page comes over HTTPS, as on a device
+    for path in ("", "app.js", "device.json?x=1"):
+        status, headers, body = fetch(web.plain_url + path)
+        assert status == 308, (path, status)
+        assert headers["Location"] == web.url + path, headers
+        assert b"Massager remote" not in body  # nothing of the page over plain HTTP
+    assert fetch(web.url, web.ca_file)[0] == 200
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        fetch(web.url)  # the device's own certificate: not one the system trusts
 
 
 class WsClient:
