@@ -446,6 +446,29 @@ def test_remote_shows_a_plant_fault_and_the_reason_a_reset_is_refused(browser: A
               lambda b: not visible(b, "fault") and text(b, "reset-result") == "Reset: done.", timeout=WAIT_S)
 
 
+def test_remote_shows_the_child_lock_and_still_runs_and_stops(browser: Any, device: Device) -> None:
+    plant = device.plant
+    assert plant is not None
+    open_page(browser, device)
+    sign_in(browser, device)
+    assert not visible(browser, "child-lock")
+    # The panel is locked (as by holding program + intensity on the device): the page says so.
+    plant.client.publish(f"{device.host.base}/cmd", json.dumps({"action": "set", "child_lock": True}), qos=1)
+    plant.wait("the lock in the device's state", lambda: (plant.get("state") or {}).get("child_lock") is True)
+    wait_page(browser, "the child lock note", lambda b: visible(b, "child-lock"))
+    assert "locked" in text(browser, "child-lock")
+    # The lock is the device's buttons only: the phone still starts, and STOP stops.
+    click(browser, "start")
+    plant.wait("outputs driven while locked",
+               lambda: abs(plant.outputs().get("foot_rollers", 0)) > 0 or plant.outputs().get("pump", 0) > 0)
+    click(browser, "stop")
+    wait_page(browser, "the stop confirmed", lambda b: text(b, "stop-result") == "Stop: done.")
+    plant.wait("the rollers and the pump off on the plant", lambda: plant.outputs().get("foot_rollers") == 0
+               and plant.outputs().get("calf_rollers") == 0 and plant.outputs().get("pump") == 0)
+    plant.client.publish(f"{device.host.base}/cmd", json.dumps({"action": "set", "child_lock": False}), qos=1)
+    wait_page(browser, "the note gone after unlocking", lambda b: not visible(b, "child-lock"))
+
+
 def test_remote_shows_offline_and_reconnects_after_a_broker_restart(browser: Any, device: Device) -> None:
     plant = device.plant
     assert plant is not None

@@ -80,6 +80,31 @@ def test_page_loads_only_its_own_files() -> None:
         assert "//" not in target and (REMOTE_DIR / target).is_file(), target
 
 
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", path
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_page_installs_to_the_home_screen_with_png_icons() -> None:
+    manifest = json.loads((REMOTE_DIR / "manifest.webmanifest").read_text())
+    assert manifest["display"] == "standalone" and manifest["start_url"] == "./"
+    sizes: dict[str, set[int]] = {"any": set(), "maskable": set()}
+    for icon in manifest["icons"]:
+        path = REMOTE_DIR / icon["src"]
+        assert path.is_file(), icon
+        if icon["type"] == "image/png":
+            width, height = _png_size(path)
+            assert icon["sizes"] == f"{width}x{height}", icon  # the declared size is the real one
+            sizes[icon["purpose"]].add(width)
+    # Android asks for 192 and 512 px PNGs (a maskable one fills its adaptive shapes); iOS ignores the
+    # manifest and takes a 180 px PNG apple-touch-icon (it cannot use SVG).
+    assert {192, 512} <= sizes["any"] and 512 in sizes["maskable"], sizes
+    html = (REMOTE_DIR / "index.html").read_text()
+    touch = re.search(r'<link rel="apple-touch-icon" href="([^"]+)">', html)
+    assert touch and _png_size(REMOTE_DIR / touch.group(1)) == (180, 180)
+
+
 @pytest.fixture
 def web(tmp_path: Path) -> Iterator[RemoteHost]:
     """lighttpd with the shipped config, serving the page (no broker)."""
