@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from device.config import Config, Safety
+from device.config import Config, Heater, Safety
 from device.controller import Controller
 from device.deadman import Deadman
 from device.safety import Expectations, Fault, FaultCode, Supervisor
 from device.safety.air import AirChecks
-from device.safety.faults import EPS, NOTHING_EXPECTED
+from device.safety.faults import EPS, NOTHING_EXPECTED, Trip, beside
+from device.safety.heat import HeatChecks
 from device.safety.motors import MotorChecks
 from device.safety.power import RAIL_SETTLE_S, PowerChecks
 from device.sim import SimRig, build_sim
@@ -1086,3 +1088,260 @@ def test_supervisor_doubt_follows_each_sample() -> None:
 def test_supervisor_needs_a_thermistor_and_says_so() -> None:
     with pytest.raises(ValueError, match=r"^thermistors: the supervisor needs at least one thermistor name$"):
         Supervisor(Safety(), thermistors=[])
+
+
+# -- heat (device/safety/heat.py) ---------------------------------------------------------------------
+
+
+def heat_checks() -> HeatChecks:
+    return HeatChecks(Safety(), Heater(), ["pad_1", "pad_2"])
+
+
+def heat_at(
+    heat: HeatChecks, t: float, pad_1: float | None, pad_2: float | None = 30.0, *,
+    duty: float = 0.0, target: float | None = None,
+) -> Trip | None:
+    """One pass of the heat family as the supervisor runs it: the plausible readings, then ``check``."""
+    temps = {"pad_1": pad_1, "pad_2": pad_2}
+    heat.valid = [(name, value) for name, value in temps.items() if value is not None]
+    sample = make_sample(t, temps=temps, outputs={"relay": True, "heater": duty} if duty else {})
+    return heat.check(sample, Expectations(heat_target_c=target))
+
+
+def exactly_after(start: float, span: float) -> float:
+    """A time ``t`` with ``t - start == span`` to the last bit (rule edges that carry the EPS slack)."""
+    t = start + span
+    while t - start < span:
+        t = math.nextafter(t, math.inf)
+    while t - start > span:
+        t = math.nextafter(t, -math.inf)
+    assert t - start == span
+    return t
+
+
+def test_beside_prints_two_decimals_only_where_one_would_equal_the_limit() -> None:
+    assert beside(45.04, 45.0) == "45.04"
+    assert beside(46.0, 45.0) == "46.0"
+
+
+def test_heat_runaway_at_exactly_the_rise_and_its_message() -> None:
+    heat = heat_checks()
+    assert heat_at(heat, 5.0, 30.0) is None
+    assert heat_at(heat, 15.0, 30.5) == (
+        FaultCode.HEATER_RUNAWAY,
+        "thermistor pad_1 rose 0.50 °C in 10.0 s (30.0 -> 30.5 °C) with the heater duty at 0 "
+        "(limit 0.5 °C per 10 s)",
+    )
+
+
+def test_heat_runaway_window_edge_is_inclusive_within_eps() -> None:
+    heat = heat_checks()
+    heat_at(heat, 0.0, 29.9)
+    heat_at(heat, EPS, 30.0)  # exactly at the window's start when the last sample comes
+    trip = heat_at(heat, 10.0, 30.5)
+    assert trip is not None and trip[1].startswith("thermistor pad_1 rose 0.50 °C in 10.0 s (30.0 -> 30.5 °C)")
+
+
+def test_heat_over_target_picks_the_hottest_reading_not_the_last_name() -> None:
+    heat = heat_checks()
+    assert heat_at(heat, 0.0, 43.0, 39.0, target=40.0) is None
+    assert heat_at(heat, 10.0, 43.0, 39.0, target=40.0) == (
+        FaultCode.HEATER_OVER_TARGET,
+        "thermistor pad_1 read 43.0 °C, above target 40.0 + 2.0 °C for 10.0 s (limit 10 s)",
+    )
+
+
+def test_heat_over_target_window_restarts_after_no_target_or_a_pad_under_the_limit() -> None:
+    for before in ({"pad_1": 43.0, "target": None}, {"pad_1": 41.0, "target": 40.0}):
+        heat = heat_checks()
+        assert heat_at(heat, 0.0, before["pad_1"], duty=0.1, target=before["target"]) is None
+        times = [2.0 + i * 0.5 for i in range(21)]
+        trips = [heat_at(heat, t, 43.0, duty=0.1, target=40.0) for t in times]
+        assert trips[:-1] == [None] * 20 and trips[-1] is not None, before  # 10 s from t = 2
+
+
+def test_heat_over_target_window_counts_from_its_own_start_and_its_edge_is_inclusive() -> None:
+    heat = heat_checks()
+    assert heat_at(heat, 5.0, 43.0, target=40.0) is None
+    assert heat_at(heat, 14.5, 43.0, target=40.0) is None
+    trip = heat_at(heat, 15.0, 43.0, target=40.0)
+    assert trip is not None and trip[1].endswith("for 10.0 s (limit 10 s)")
+    heat = heat_checks()
+    assert heat_at(heat, 0.0, 43.0, target=40.0) is None
+    assert heat_at(heat, exactly_after(0.0, 10.0 - EPS), 43.0, target=40.0) is not None
+
+
+def test_heat_over_target_cooling_by_exactly_the_step_does_not_restart_the_window() -> None:
+    heat = heat_checks()
+    heat_at(heat, 0.0, 43.0, target=40.0)
+    assert 43.0 - 0.1 == 42.9  # the pad cooled by exactly OVER_TARGET_COOLING_C: still "holding"
+    assert heat_at(heat, 5.0, 42.9, target=40.0) is None
+    assert heat_at(heat, 10.0, 42.9, target=40.0) is not None
+
+
+def balance_run(heat: HeatChecks, start: float, seconds: float, reading: float, duty: float) -> float | None:
+    """Heat at ``duty`` with both thermistors flat at ``reading``; the time of the HEAT_BALANCE trip."""
+    for i in range(round(seconds / DT)):
+        t = start + i * DT
+        trip = heat_at(heat, t, reading, reading, duty=duty)
+        if trip is not None:
+            assert trip[0] is FaultCode.HEAT_BALANCE
+            return t
+    return None
+
+
+def test_heat_balance_trips_when_the_pad_model_leads_flat_readings_by_the_margin_for_five_seconds() -> None:
+    # Surroundings: the first reading (20 °C at power-on) less 3. With both thermistors flat at 20 °C and
+    # the heater at full duty, the model (0.0595 * 0.8 °C/s in, 0.0025/s times its lead over 17 °C out:
+    # m(t) = 36.04 - 16.04 exp(-0.0025 t)) leads them by 3 °C after ln(16.04 / 13.04) / 0.0025 = 82.8 s;
+    # HEAT_BALANCE 5 s later. (A pass integrates its duty over the time since the pass before: the first
+    # pass at full duty, at 1 s, counts from 0 s.)
+    heat = heat_checks()
+    heat_at(heat, 0.0, 20.0, 20.0)
+    tripped = balance_run(heat, 1.0, 120.0, 20.0, 1.0)
+    settle = math.log(16.04 / 13.04) / 0.0025
+    assert tripped is not None and tripped == pytest.approx(settle + 5.0, abs=0.3)
+
+
+def test_heat_balance_surroundings_are_lowered_only_at_rest() -> None:
+    heat = heat_checks()
+    heat_at(heat, 0.0, 20.0, 20.0)
+    heat_at(heat, 1.0, 30.0, 30.0)  # warmer at rest: not the surroundings
+    assert heat._surroundings_c == 17.0
+    heat_at(heat, 2.0, 12.0, 12.0, duty=1.0)  # colder while heating: not the surroundings either
+    assert heat._surroundings_c == 17.0
+    heat_at(heat, 3.0, 14.0, 14.0)
+    assert heat._surroundings_c == 11.0
+
+
+def test_heat_balance_restarts_after_a_gap_in_the_readings() -> None:
+    heat = heat_checks()
+    heat_at(heat, 0.0, 34.0, 34.0)
+    heat_at(heat, 1.0, 30.0, 30.0, duty=1.0)  # the model leads by 4 °C: the window starts
+    heat_at(heat, 2.0, None, None, duty=1.0)  # no plausible reading: model and window restart
+    assert balance_run(heat, 3.0, 4.0, 30.0, 1.0) is None  # from the readings: no lead yet
+    heat = heat_checks()
+    heat_at(heat, 0.0, 34.0, 34.0)
+    heat.cleared()  # likewise after a reset
+    assert balance_run(heat, 1.0, 4.0, 30.0, 1.0) is None
+
+
+def test_heat_balance_window_counts_from_its_start_and_its_edge_is_inclusive() -> None:
+    heat = heat_checks()
+    heat_at(heat, 0.0, 34.0, 34.0)
+    assert heat_at(heat, 1.0, 30.0, 30.0, duty=1.0) is None  # the lead starts here
+    for t in (2.0, 4.0, 5.5):
+        assert heat_at(heat, t, 30.0, 30.0, duty=1.0) is None, t
+    trip = heat_at(heat, exactly_after(1.0, 5.0 - EPS), 30.0, 30.0, duty=1.0)
+    assert trip is not None and trip[0] is FaultCode.HEAT_BALANCE
+    heat = heat_checks()
+    heat_at(heat, 0.0, 34.0, 34.0)
+    heat_at(heat, 2.0, 30.0, 30.0, duty=1.0)
+    trip = heat_at(heat, 7.0, 30.0, 30.0, duty=1.0)
+    assert trip is not None and "read at most 30.0 °C for 5.0 s (margin 3.0 °C)" in trip[1]
+
+
+def approach(heat: HeatChecks, times: list[float], pad: float | list[float], duty: float = 1.0,
+             target: float | None = 40.0) -> None:
+    """Passes at ``times`` with both pads at ``pad`` (one value, or one per time)."""
+    values = pad if isinstance(pad, list) else [pad] * len(times)
+    for t, value in zip(times, values, strict=True):
+        assert heat_at(heat, t, value, value, duty=duty, target=target) is None
+
+
+def warned(start: float = 0.0) -> HeatChecks:
+    """A heat family whose pad stayed at 30 °C for 60 s of full heating: the warning stands."""
+    heat = heat_checks()
+    approach(heat, [start, start + 30.0, start + 60.0], 30.0)
+    assert heat.warning is not None
+    return heat
+
+
+def test_heat_unreachable_warning_message_and_its_edge() -> None:
+    heat = warned(start=10.0)
+    assert heat.warning == (
+        "the pad cannot reach its target: it rose only 0.00 °C in 60 s (30.0 -> 30.0 °C, target 40.0 °C); "
+        "heat still works at what it reaches"
+    )
+    heat = heat_checks()
+    approach(heat, [0.0, 30.0, 60.0 - EPS], 30.0)
+    assert heat.warning is not None  # the deadline is inclusive within EPS
+
+
+def test_heat_unreachable_is_not_watched_with_the_heater_off_or_holding_at_the_band() -> None:
+    heat = heat_checks()
+    approach(heat, [0.0, 60.0, 120.0], 30.0, duty=0.0)
+    assert heat.warning is None
+    heat = heat_checks()
+    approach(heat, [0.0, 60.0, 120.0], 38.0)  # exactly target - NOT_HEATING_BAND_C: holding, not approaching
+    assert heat.warning is None
+
+
+def test_heat_unreachable_clears_when_the_pad_reaches_the_band_or_the_heat_goes() -> None:
+    for t, pad, duty, target in ((61.0, 38.0, 0.0, 40.0), (61.0, 39.0, 0.0, 40.0), (61.0, 30.0, 1.0, None)):
+        heat = warned()
+        approach(heat, [t], pad, duty=duty, target=target)
+        assert heat.warning is None, (pad, duty, target)
+
+
+def test_heat_unreachable_stays_across_a_pause_of_the_heater_and_clears_on_a_gain() -> None:
+    heat = warned()
+    approach(heat, [61.0], 30.0, duty=0.0)  # the heater paused below the band: the warning stands
+    approach(heat, [62.0], 30.0)  # heating again from the same place
+    assert heat.warning is not None
+    approach(heat, [63.0, 64.0], [30.5, 31.0])  # a gain of not_heating_gain_c
+    assert heat.warning is None
+
+
+def test_heat_unreachable_a_gain_of_exactly_the_goal_restarts_the_window() -> None:
+    heat = heat_checks()
+    approach(heat, [0.0, 30.0, 61.0], [30.0, 31.0, 31.0])
+    assert heat.warning is None  # from 30 s the pad has until 90 s to gain again
+
+
+def test_heat_cleared_restarts_the_approach_warning_and_target() -> None:
+    heat = warned()
+    heat.trip_target_c = 40.0
+    heat.cleared()
+    assert heat.warning is None and heat.trip_target_c is None
+    approach(heat, [61.0, 62.0], 30.0)  # watched again from here, without error
+    assert heat.persisting(FaultCode.HEATER_OVER_TARGET, make_sample(63.0, temp=45.0)) is None
+
+
+def test_heat_persisting_without_readings_or_a_known_target_says_nothing() -> None:
+    heat = heat_checks()
+    no_readings = make_sample(0.0, temps={"pad_1": None, "pad_2": None})
+    for code in (FaultCode.OVER_TEMPERATURE, FaultCode.HEATER_OVER_TARGET, FaultCode.HEATER_RUNAWAY):
+        assert heat.persisting(code, no_readings) is None, code
+    # a HEATER_OVER_TARGET restored after a restart has no target: the other reset checks decide
+    assert heat.persisting(FaultCode.HEATER_OVER_TARGET, make_sample(0.0, temp=44.0)) is None
+
+
+def test_heat_persisting_over_target_until_the_pad_is_at_target_plus_margin() -> None:
+    heat = heat_checks()
+    heat.trip_target_c = 40.0
+    assert heat.persisting(FaultCode.HEATER_OVER_TARGET, make_sample(0.0, temp=42.0)) is None
+    assert heat.persisting(FaultCode.HEATER_OVER_TARGET, make_sample(0.0, temp=42.1)) == (
+        "the pad still reads 42.1 °C, above target + margin 42.0 °C"
+    )
+    assert heat.persisting(FaultCode.OVER_TEMPERATURE, make_sample(0.0, temp=42.0)) is None
+
+
+@pytest.mark.parametrize(
+    ("readings", "message"),
+    [
+        ([30.0, 30.1, 30.3], "thermistor pad_1 still rising with the heater off: +0.30 °C in 2.0 s"),
+        ([30.0, 30.3], "thermistor pad_1 still rising with the heater off: +0.30 °C in 1.0 s"),
+        ([30.0, 30.25], "thermistor pad_1 still rising with the heater off: +0.25 °C in 1.0 s"),
+        ([30.0, 30.2], None),  # below half the trip rate
+        ([30.0, 30.0, 30.0], None),
+    ],
+)
+def test_heat_persisting_runaway_while_still_rising_at_half_the_rate(
+    readings: list[float], message: str | None
+) -> None:
+    heat = heat_checks()
+    for i, value in enumerate(readings):
+        heat_at(heat, 5.0 + i, value, 30.0)
+    assert heat.persisting(FaultCode.HEATER_RUNAWAY, make_sample(8.0)) == message
+    assert heat.persisting(FaultCode.HEATER_OVER_TARGET, make_sample(8.0)) is None  # runaway's rule only
