@@ -19,10 +19,11 @@ from device.controller import Controller
 from device.deadman import Deadman
 from device.safety import Expectations, Fault, FaultCode, Supervisor
 from device.safety.air import AirChecks
-from device.safety.faults import EPS, NOTHING_EXPECTED, Trip, beside
+from device.safety.faults import EPS, NOTHING_EXPECTED, RATE_MIN_DT_S, Trip, beside
 from device.safety.heat import HeatChecks
 from device.safety.motors import MotorChecks
 from device.safety.power import RAIL_SETTLE_S, PowerChecks
+from device.safety.sensors import SensorChecks
 from device.sim import SimRig, build_sim
 from drivers.clock import VirtualClock
 from modes.limits import STALL_S, Zone
@@ -1345,3 +1346,114 @@ def test_heat_persisting_runaway_while_still_rising_at_half_the_rate(
         heat_at(heat, 5.0 + i, value, 30.0)
     assert heat.persisting(FaultCode.HEATER_RUNAWAY, make_sample(8.0)) == message
     assert heat.persisting(FaultCode.HEATER_OVER_TARGET, make_sample(8.0)) is None  # runaway's rule only
+
+
+# -- sensors and bus (device/safety/sensors.py) -------------------------------------------------------
+
+
+def sensor_checks() -> SensorChecks:
+    return SensorChecks(Safety(), ["pad_1", "pad_2"])
+
+
+def sensors_at(checks: SensorChecks, t: float, pad_1: float | None, pad_2: float | None = 30.0,
+               **extra: Any) -> Trip | None:
+    return checks.check(make_sample(t, temps={"pad_1": pad_1, "pad_2": pad_2}, **extra), NOTHING_EXPECTED)
+
+
+def test_sensors_disagreement_names_the_hot_and_the_cold_thermistor_by_their_readings() -> None:
+    checks = sensor_checks()
+    for i in range(110):
+        trip = sensors_at(checks, 5.0 + i * 0.05, 40.0, 30.0)
+        if trip is not None:
+            break
+    assert trip == (
+        FaultCode.TEMP_SENSOR_FAULT,
+        "thermistors disagree: pad_1 40.0 °C vs pad_2 30.0 °C for 5.0 s (limit 3.0 °C for 5.0 s)",
+    )
+    assert 5.0 + i * 0.05 == pytest.approx(10.0)
+
+
+def test_sensors_disagreement_window_restarts_after_agreement_or_a_missing_pad_and_its_edge() -> None:
+    for before in ((31.0, 30.0), (None, 30.0)):
+        checks = sensor_checks()
+        assert sensors_at(checks, 0.0, *before) is None
+        assert sensors_at(checks, 3.0, 40.0, 30.0) is None  # 3 °C/s: no jump; the window starts
+        assert sensors_at(checks, 7.95, 40.0, 30.0) is None
+        assert sensors_at(checks, exactly_after(3.0, 5.0 - EPS), 40.0, 30.0) is not None, before
+
+
+def test_sensors_pressure_reading_count_restarts_at_zero_and_names_the_error() -> None:
+    checks = sensor_checks()
+    calf_gone = {"pressure": {"calf": None}}
+    assert checks.check(make_sample(0.0, **calf_gone), NOTHING_EXPECTED) is None
+    assert checks.check(make_sample(0.05), NOTHING_EXPECTED) is None  # a reading: the count restarts
+    assert checks.check(make_sample(0.1, **calf_gone), NOTHING_EXPECTED) is None
+    assert checks.check(make_sample(0.15, **calf_gone), NOTHING_EXPECTED) is None
+    assert checks.check(make_sample(0.2, **calf_gone), NOTHING_EXPECTED) == (
+        FaultCode.SENSOR_BUS_FAULT, "pressure sensor calf: no reading for 3 samples")
+    checks = sensor_checks()
+    for i in range(3):
+        trip = checks.check(make_sample(i * 0.05, errors={"calf": "stuck at the rail"}, **calf_gone),
+                            NOTHING_EXPECTED)
+    assert trip == (FaultCode.SENSOR_BUS_FAULT, "pressure sensor calf: stuck at the rail for 3 samples")
+
+
+def test_sensors_thermistor_range_is_inclusive_and_a_bad_one_does_not_hide_the_other() -> None:
+    checks = sensor_checks()
+    for i in range(3):
+        assert sensors_at(checks, i * 0.05, 80.0, 78.0) is None  # sensor_max_c itself is a reading
+    assert checks.valid == [("pad_1", 80.0), ("pad_2", 78.0)]
+    checks = sensor_checks()
+    sensors_at(checks, 0.0, None, 31.0)
+    assert checks.valid == [("pad_2", 31.0)]
+    for i in range(1, 3):
+        trip = sensors_at(checks, i * 0.05, None, 31.0)
+    assert trip == (
+        FaultCode.TEMP_SENSOR_FAULT, "thermistor pad_1: no reading for 3 samples (valid range -10..80 °C)")
+
+
+def test_sensors_stale_reading_edge_and_a_pad_that_never_read() -> None:
+    checks = sensor_checks()
+    sensors_at(checks, 0.0, 30.0)
+    assert sensors_at(checks, exactly_after(0.0, 1.0 + EPS), None) is None
+    assert sensors_at(checks, 1.1, None) == (
+        FaultCode.TEMP_SENSOR_FAULT, "thermistor pad_1: last good reading 1.10 s old (limit 1.0 s)")
+    checks = sensor_checks()  # never a good reading: stale from the first sample seen
+    assert sensors_at(checks, 0.0, None) is None
+    assert sensors_at(checks, 1.1, None) == (
+        FaultCode.TEMP_SENSOR_FAULT, "thermistor pad_1: last good reading 1.10 s old (limit 1.0 s)")
+
+
+def test_sensors_jump_rate_edges_and_message() -> None:
+    checks = sensor_checks()
+    sensors_at(checks, 0.0, 30.0)
+    assert sensors_at(checks, 0.5, 32.5) is None  # exactly the limit rate: allowed
+    checks = sensor_checks()
+    sensors_at(checks, 0.0, 30.0)
+    assert sensors_at(checks, RATE_MIN_DT_S, 31.0) is not None  # judged from exactly RATE_MIN_DT_S apart
+    checks = sensor_checks()
+    sensors_at(checks, 1.0, 30.0)
+    assert sensors_at(checks, 1.5, 40.0) == (
+        FaultCode.TEMP_SENSOR_FAULT,
+        "thermistor pad_1 jumped 30.0 -> 40.0 °C in 0.50 s (+20.0 °C/s, limit 5.0 °C/s)",
+    )
+
+
+def test_sensors_a_close_extra_pass_keeps_the_rate_reference() -> None:
+    checks = sensor_checks()
+    sensors_at(checks, 1.0, 30.0)
+    assert sensors_at(checks, 1.03, 30.3) is None  # too close to judge, and not the new reference
+    assert sensors_at(checks, 1.05, 30.35) is not None  # 7 °C/s from the reference at 1.0 s
+    checks = sensor_checks()
+    sensors_at(checks, 0.0, 30.0)
+    assert sensors_at(checks, RATE_MIN_DT_S, 30.1) is None  # far enough: the new reference
+    assert sensors_at(checks, RATE_MIN_DT_S + 0.05, 30.4) is not None  # 6 °C/s from it
+
+
+def test_sensors_persisting_disagreement_edge_and_message() -> None:
+    checks = sensor_checks()
+    at = make_sample(0.0, temps={"pad_1": 33.0, "pad_2": 30.0})
+    assert checks.persisting(FaultCode.TEMP_SENSOR_FAULT, at) is None
+    at = make_sample(0.0, temps={"pad_1": 35.0, "pad_2": 30.0})
+    assert checks.persisting(FaultCode.TEMP_SENSOR_FAULT, at) == (
+        "thermistors still disagree by 5.0 °C (limit 3.0 °C)")
