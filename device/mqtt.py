@@ -276,6 +276,8 @@ class MqttBridge:
             self._under_base(r.topic): r for extension in extensions for r in extension.requests
         }
         self.feeds: list[MqttFeed] = [feed for extension in extensions for feed in extension.feeds]
+        for topic in [r.reply for r in self.requests.values()] + [f.topic for f in self.feeds]:
+            self._under_base(topic)  # a bad topic fails here, at start, not on the first message
         self.bucket = TokenBucket(rate=command_rate_per_s, burst=command_burst)
         self.state_min_gap_s = state_min_gap_s
         self.discovery_min_gap_s = discovery_min_gap_s

@@ -56,11 +56,14 @@ def test_sim_app_brings_the_sim_topics_through_the_bridge_extension_point(config
         unit.close()
 
 
-@pytest.mark.parametrize("topic", ["#", "sim/+", "/sim/fault", ""])
-def test_bridge_refuses_an_extension_topic_outside_the_device_base(config: Config, topic: str) -> None:
+@pytest.mark.parametrize(("topic", "reply"), [("#", "x/reply"), ("sim/+", "x/reply"), ("/sim/fault", "x/reply"),
+                                              ("", "x/reply"), ("x", "x/#")])
+def test_bridge_refuses_an_extension_topic_outside_the_device_base(
+    config: Config, topic: str, reply: str
+) -> None:
     unit = SimUnit(config)
     try:
-        request = MqttRequest(topic, "x/reply", lambda _payload: {})
+        request = MqttRequest(topic, reply, lambda _payload: {})
         unit.app.mqtt_extensions.append(MqttExtension(requests=(request,)))
         with pytest.raises(ValueError, match="extension topic"):
             MqttBridge(unit.app)
