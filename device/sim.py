@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 
 DEADMAN_HW_S = 0.5  # the external deadman's timeout in the simulated plant
 PIN_HISTORY_MAX = 2000  # mock pin state changes kept per pin in long simulations
-TRIM_EVERY_PASSES = 1000
+TRIM_EVERY_PASSES = 1000  # passes between trims of the mock pins' histories
 PLANT_EVERY_S = 0.1  # sim/plant at 10 Hz
-LOOP_STALL_MAX_S = 30.0
+LOOP_STALL_MAX_S = 30.0  # the longest event loop block ``loop_stall`` may ask for, in real seconds
 FAULT_TOPIC = "sim/fault"  # under the device's base: plant fault injection
 FAULT_REPLY_TOPIC = "sim/fault/reply"
 PLANT_TOPIC = "sim/plant"  # under the device's base: the plant's truth at 10 Hz
@@ -136,7 +136,8 @@ class SimRig:
                 raise CommandError(next(iter(params)), "unknown field for loop_stall")
             if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
                     or not 0 < seconds <= LOOP_STALL_MAX_S):
-                raise CommandError("seconds", f"must be a number of seconds in (0, 30], got {seconds!r}")
+                raise CommandError(
+                    "seconds", f"must be a number of seconds in (0, {LOOP_STALL_MAX_S:g}], got {seconds!r}")
             asyncio.get_running_loop().call_soon(block_event_loop, float(seconds))
             return f"event loop will block for {seconds} s"
         try:
