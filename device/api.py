@@ -24,8 +24,6 @@ from device.discovery import words
 from device.faultlog import FaultLog
 from device.persist import LatchedFault, Preferences, StateStore, StoredState
 from device.safety import Fault, Supervisor
-from device.sim import SimRig
-from drivers.sim.plant import PlantFaultError
 from modes.limits import ZONES
 from modes.session import CommandRefused, Session, Status
 from modes.signals import Sample
@@ -107,9 +105,10 @@ class Device:
         store: StateStore,
         stored: StoredState,
         fault_log: FaultLog,
-        sim: SimRig | None = None,
+        wifi_signal: Callable[[], int | None] | None = wifi_signal_dbm,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``wifi_signal``: reads the unit's Wi-Fi signal in dBm; None when the unit has none of its own."""
         self.config = config
         self.device_id = config.resolved_device_id
         self.session = session
@@ -118,7 +117,7 @@ class Device:
         self.store = store
         self.stored = stored
         self.fault_log = fault_log
-        self.sim = sim
+        self.wifi_signal = wifi_signal
         self.wall_clock = wall_clock
         self._listeners: list[Listener] = []
         self._last_key: tuple[Any, ...] | None = None
@@ -142,6 +141,10 @@ class Device:
         """Call ``listener(reason)`` on every change of state; returns an unsubscribe function."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def notify(self, reason: str) -> None:
+        """Tell every state listener that something changed (``reason``: what), on the calling thread."""
+        self._changed(reason)
 
     def _changed(self, reason: str) -> None:
         for listener in list(self._listeners):
@@ -424,44 +427,6 @@ class Device:
             self._last_usage_save = sample.t
             self._save()
 
-    # -- simulation -----------------------------------------------------------------------------
-
-    def inject_sim_fault(self, data: Any) -> str:
-        """Inject a plant fault (``--sim`` only) from ``{"fault": NAME, ...}``; returns what was done.
-
-        ``loop_stall`` blocks the event loop for ``seconds`` of real time (default 2) to prove the
-        deadman; ``clear`` removes every injected plant fault. Raises CommandError on bad input.
-        """
-        if self.sim is None:
-            raise CommandError(None, "fault injection is only available with --sim")
-        if not isinstance(data, dict):
-            raise CommandError(None, f"expected a JSON object, got {type(data).__name__}")
-        params = dict(data)
-        name = params.pop("fault", None)
-        params.pop("id", None)
-        if not isinstance(name, str):
-            raise CommandError("fault", "missing; expected a plant fault name, loop_stall or clear")
-        if name == "clear":
-            self.sim.plant.clear_faults()
-            return "plant faults cleared"
-        if name == "loop_stall":
-            seconds = params.pop("seconds", 2.0)
-            if params:
-                raise CommandError(next(iter(params)), "unknown field for loop_stall")
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 30:
-                raise CommandError("seconds", f"must be a number of seconds in (0, 30], got {seconds!r}")
-            asyncio.get_running_loop().call_soon(_block_event_loop, float(seconds))
-            return f"event loop will block for {seconds} s"
-        try:
-            self.sim.plant.inject(name, **params)
-        except PlantFaultError as exc:
-            raise CommandError(exc.field, str(exc)) from None
-        except TypeError as exc:
-            raise CommandError("fault", f"bad parameters: {exc}") from None
-        log.warning("sim: plant fault %s injected %s", name, params or "")
-        self._changed("sim_fault")
-        return f"plant fault {name} injected"
-
     # -- state --------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -506,24 +471,18 @@ class Device:
         }
 
     def _wifi_dbm(self) -> int | None:
-        """The Wi-Fi signal, read at most every WIFI_READ_EVERY_S (None in the simulation: not the host's)."""
-        if self.sim is not None:
+        """The Wi-Fi signal, read at most every WIFI_READ_EVERY_S (None without Wi-Fi of the unit's own)."""
+        if self.wifi_signal is None:
             return None
         read_at, dbm = self._wifi
         now = time.monotonic()
         if now - read_at >= WIFI_READ_EVERY_S:
-            dbm = wifi_signal_dbm()
+            dbm = self.wifi_signal()
             self._wifi = (now, dbm)
         return dbm
 
 
 _SET_FIELDS = ("program", "intensity", "heat", "timer_min", "heat_target_c", "skip_zones")
-
-
-def _block_event_loop(seconds: float) -> None:
-    """The ``loop_stall`` sim fault: a blocking call on the event loop (what the deadman exists for)."""
-    log.warning("sim: blocking the event loop for %.1f s", seconds)
-    time.sleep(seconds)
 
 
 def _rounded(values: Any, digits: int) -> dict[str, float | None]:

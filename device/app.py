@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -14,22 +13,22 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from device import sdnotify
-from device.api import Device
+from device.api import Device, wifi_signal_dbm
 from device.config import Config
 from device.controller import Controller
 from device.deadman import Deadman
 from device.faultlog import FAULT_LOG_NAME, FaultLog
-from device.hardware import Hardware
+from device.hardware import Hardware, Rig
 from device.notice import SAFETY_NOTICE
 from device.persist import Preferences, StateStore
 from device.safety import Fault, FaultCode, Supervisor
-from device.sim import SimRig, build_sim
+from device.tasks import MqttExtension
 from drivers.clock import Clock, ScaledClock
-from drivers.sim.plant import PlantParams
 from modes.library import ProgramLibrary, load_library
 from modes.session import Session, SessionSettings, Status
 
@@ -38,8 +37,8 @@ log = logging.getLogger(__name__)
 WATCHDOG_EVERY_S = 0.5  # real seconds between WATCHDOG=1 (systemd WatchdogSec=2)
 FINISH_TIMEOUT_S = 5.0  # shutdown stage 1: vent and stop, in real seconds
 STARTUP_VENT_TIMEOUT_S = 5.0  # zones must read vented within this at start-up
-DEADMAN_HW_S = 0.5  # the external deadman's timeout in the simulated plant
-PIN_HISTORY_MAX = 2000  # mock pin state changes kept per pin in long simulations
+
+RigT = TypeVar("RigT", bound=Rig)
 
 
 class StartupError(RuntimeError):
@@ -97,45 +96,30 @@ def first_start_preferences(config: Config) -> Preferences:
     )
 
 
-class App:
-    """The firmware: every part built from the config, run as tasks until stopped."""
+class App(Generic[RigT]):
+    """The firmware: every part built from the config over an injected rig, run as tasks until stopped.
+
+    The same wiring runs on the Pi (``PiRig``) and on a simulated unit (``device.sim.sim_app``).
+    """
 
     def __init__(
         self,
         config: Config,
         *,
-        sim: bool,
-        clock: Clock | None = None,
-        time_scale: float = 1.0,
-        hardware: Hardware | None = None,
-        plant_seed: int | None = None,
-        plant_params: PlantParams | None = None,
+        rig: RigT,
+        clock: Clock,
         library: ProgramLibrary | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``library``: programs to use instead of loading ``config.programs_dir`` (tests, the bench);
-        ``monotonic``: the deadman's time (real time; tests inject virtual time)."""
+        """``rig``: what the app runs on, built over ``clock`` (the app's clock); ``library``: programs to
+        use instead of loading ``config.programs_dir`` (tests, the bench); ``monotonic``: the deadman's
+        time (real time; tests inject virtual time)."""
         self.config = config
-        self.clock: Clock = clock or ScaledClock(scale=time_scale if sim else 1.0)
-        self.sim_mode = sim
-        self.rig: SimRig | None = None
-        if hardware is None:
-            if sim:
-                # The plant fits the external hardware deadman, as the product does; a seed draws
-                # the unit's physics from the documented ranges (drivers/sim/plant.py PLANT_RANGES).
-                params = plant_params or (PlantParams() if plant_seed is None else PlantParams.draw(plant_seed))
-                self.rig = build_sim(
-                    config, clock=self.clock.now,
-                    params=dataclasses.replace(params, deadman_timeout_s=DEADMAN_HW_S),
-                    seed=1 if plant_seed is None else plant_seed,
-                )
-                self.rig.plant.follow(self.clock.now)  # the plant keeps up with the app's clock
-                if plant_seed is not None:
-                    log.info("sim: plant drawn with seed %d: %s", plant_seed, json.dumps(params.as_dict()))
-                hardware = self.rig.hardware
-            else:
-                hardware = build_real_hardware(config, self.clock)
-        self.hardware = hardware
+        self.clock = clock
+        self.rig = rig
+        self.hardware: Hardware = rig.hardware
+        self.pin_factory: Any = rig.pin_factory
+        self.mqtt_extensions: list[MqttExtension] = []  # topics the MQTT bridge serves besides its own
         if library is None:
             library, problems = load_library(config.programs_dir)
             for problem in problems:
@@ -154,7 +138,7 @@ class App:
         self.supervisor = Supervisor(config.safety, thermistors=list(config.sensors.thermistors))
         self._restore_latched_fault(stored.latched_fault)
         self.controller = Controller(
-            hardware=hardware, session=self.session, supervisor=self.supervisor, clock=self.clock
+            hardware=self.hardware, session=self.session, supervisor=self.supervisor, clock=self.clock
         )
         self.fault_log = FaultLog(config.state_dir / FAULT_LOG_NAME)
         self.device = Device(
@@ -165,13 +149,14 @@ class App:
             store=self.store,
             stored=stored,
             fault_log=self.fault_log,
-            sim=self.rig,
+            wifi_signal=rig.wifi_signal,
         )
         self.deadman = Deadman(timeout_s=config.safety.loop_stale_s, on_trip=self._deadman_trip,
                                monotonic=monotonic)
         self.ready = asyncio.Event()
         self.stop_event = asyncio.Event()
-        self.extra_tasks: dict[str, Callable[[App], Coroutine[Any, Any, None]]] = {}
+        # named tasks run beside the control loop; each is handed this app as its TaskContext
+        self.extra_tasks: dict[str, Callable[[App[RigT]], Coroutine[Any, Any, None]]] = {}
         self._last_watchdog = 0.0
         self._signals = 0
         self._stop_task: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
@@ -241,7 +226,7 @@ class App:
             self.store.submit(self.device.stored, critical=self.device.stored.latched_fault is not None)
         self.ready.set()
         sdnotify.ready()
-        log.info("ready (device id %s, %s)", self.device.device_id, "simulated" if self.rig else "hardware")
+        log.info("ready (device id %s, %s)", self.device.device_id, self.rig.description)
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -271,8 +256,7 @@ class App:
         if self.deadman.tripped and self.supervisor.latched is None:
             self.deadman.rearm()  # the stall fault was reset: watch for the next one
         self.deadman.feed()
-        if self.rig is not None and self.controller.stats.ticks % 1000 == 0:
-            self.rig.trim_pin_history(PIN_HISTORY_MAX // 2)  # mock pins keep every change otherwise
+        self.rig.after_pass(self.controller.stats.ticks)
         now = time.monotonic()
         if now - self._last_watchdog >= WATCHDOG_EVERY_S:
             self._last_watchdog = now
@@ -295,11 +279,7 @@ class App:
         finally:
             self.hardware.safe_off()
             self.deadman.stop()
-            if self.rig is not None:  # read from the mock pins before they are released
-                log.info("sim: final plant outputs %s", json.dumps(self.rig.plant.outputs()))
-            self.hardware.close()
-            if self.rig is not None:
-                self.rig.factory.close()
+            self.rig.close()  # the hardware closed (outputs off) and whatever else the rig holds
             self.store.save(self.device.stored)
             self.store.close()
             sdnotify.stopping()
@@ -380,6 +360,29 @@ def build_real_hardware(config: Config, clock: Clock, *, outputs_only: bool = Fa
         ) from exc
 
 
+@dataclass(frozen=True)
+class PiRig:
+    """The Raspberry Pi's own drivers (GPIO through gpiozero's default factory, the I2C bus), its Wi-Fi."""
+
+    hardware: Hardware
+    pin_factory: None = None  # gpiozero's default: the Pi's GPIO
+    wifi_signal: Callable[[], int | None] | None = wifi_signal_dbm
+    description: str = "hardware"
+
+    def after_pass(self, passes: int) -> None:
+        """Nothing to do after a pass on the Pi."""
+
+    def close(self) -> None:
+        """Close the hardware (outputs off, pins released)."""
+        self.hardware.close()
+
+
+def pi_app(config: Config) -> App[PiRig]:
+    """The app on the Pi's own hardware (``massager run``)."""
+    clock = ScaledClock()
+    return App(config, rig=PiRig(build_real_hardware(config, clock)), clock=clock)
+
+
 def run_main(args: argparse.Namespace, config: Config) -> int:
     """``massager run``."""
     if getattr(args, "plant_seed", None) is not None and not args.sim:
@@ -400,9 +403,14 @@ def run_main(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
+    app: App[Any]
     try:
-        app = App(config, sim=args.sim, time_scale=args.time_scale,
-                  plant_seed=getattr(args, "plant_seed", None))
+        if args.sim:
+            from device.sim import sim_app  # the simulator, only when asked for
+
+            app = sim_app(config, time_scale=args.time_scale, plant_seed=getattr(args, "plant_seed", None))
+        else:
+            app = pi_app(config)
     except StartupError as exc:
         log.critical("%s", exc)
         return 1
@@ -413,8 +421,8 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     return await app.run()
 
 
-def install_optional_tasks(app: App, args: argparse.Namespace) -> None:
-    """Add the MQTT bridge, the panel and the dashboard where they are available."""
+def install_optional_tasks(app: App[Any], args: argparse.Namespace) -> None:
+    """Add the MQTT bridge, the panel and the dashboard (``--sim`` only) where they are available."""
     with contextlib.suppress(ImportError):
         from device.panel import panel_task
 
@@ -440,8 +448,9 @@ def safe_off_main(args: argparse.Namespace, config: Config) -> int:
     clock = ScaledClock()
     try:
         if args.sim:
-            rig = build_sim(config, clock=clock.now)
-            hardware = rig.hardware
+            from device.sim import build_sim
+
+            hardware = build_sim(config, clock=clock.now).hardware
         else:
             hardware = build_real_hardware(config, clock, outputs_only=True)
         hardware.safe_off()
@@ -454,4 +463,4 @@ def safe_off_main(args: argparse.Namespace, config: Config) -> int:
     return 0 if off else 1
 
 
-__all__ = ["App", "first_start_preferences", "run_main", "safe_off_main", "session_settings"]
+__all__ = ["App", "PiRig", "first_start_preferences", "pi_app", "run_main", "safe_off_main", "session_settings"]

@@ -273,10 +273,11 @@ async def _jitter(probe: AppProbe, seconds: float) -> list[float]:
 
 async def _in_process(plan: Plan, competing: bool, workdir: Path) -> dict[str, Any]:
     """Trip, deadman, button latency and loop jitter on an in-process firmware."""
-    from device.app import App, install_optional_tasks
+    from device.app import install_optional_tasks
+    from device.sim import sim_app
 
     results: dict[str, Any] = {}
-    app = App(bench_config(workdir / ("state-c" if competing else "state")), sim=True)
+    app = sim_app(bench_config(workdir / ("state-c" if competing else "state")))
     install_optional_tasks(app, argparse.Namespace(dashboard=False))
 
     async def runner(app: Any) -> None:
@@ -359,11 +360,12 @@ def broker_baseline(port: int, trials: int) -> list[float]:
 
 async def _command_latency(plan: Plan, port: int, workdir: Path) -> list[float]:
     """From an MQTT publish of ``start`` by a separate client to the relay switching on."""
-    from device.app import App, install_optional_tasks
+    from device.app import install_optional_tasks
+    from device.sim import sim_app
 
     config = bench_config(workdir / "state-mqtt", enabled=True, port=port, host="127.0.0.1",
                           discovery=False)
-    app = App(config.model_copy(update={"device_id": "bench"}), sim=True)
+    app = sim_app(config.model_copy(update={"device_id": "bench"}))
     install_optional_tasks(app, argparse.Namespace(dashboard=False))
     latencies: list[float] = []
 
@@ -404,11 +406,12 @@ async def _flood_latency(plan: Plan, port: int, workdir: Path) -> dict[str, list
     """
     import threading
 
-    from device.app import App, install_optional_tasks
+    from device.app import install_optional_tasks
+    from device.sim import sim_app
 
     config = bench_config(workdir / "state-flood", enabled=True, port=port, host="127.0.0.1",
                           discovery=False)
-    app = App(config.model_copy(update={"device_id": "benchflood"}), sim=True)
+    app = sim_app(config.model_copy(update={"device_id": "benchflood"}))
     install_optional_tasks(app, argparse.Namespace(dashboard=False))
     found: dict[str, list[float]] = {"stop_under_flood": [], "stop_reply_under_flood": [],
                                      "command_under_flood": [], "broker_under_flood": [],

@@ -2,7 +2,7 @@
 
 Everything shown comes from ``Device.state()`` (what the firmware believes) and ``Plant.truth()``
 (what the simulated unit does). Keys press the panel's MOCK button pins, so the real panel code
-runs, and inject plant faults through ``Device.inject_sim_fault``:
+runs, and inject plant faults through the sim rig (``SimRig.inject_fault``):
 
     p power   g program   i intensity   h heat   t timer
     P hold power (reset a fault)   L hold program + intensity (child lock)
@@ -22,7 +22,7 @@ import sys
 import termios
 import tty
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -32,11 +32,10 @@ from rich.text import Text
 
 from device.commands import CommandError
 from device.notice import SAFETY_NOTICE
+from device.sim import SimRig
+from device.tasks import TaskContext
 from drivers.sim.plant import PLANT_FAULTS
 from modes.limits import ZONES
-
-if TYPE_CHECKING:
-    from device.app import App
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,14 @@ KEY_HELP = (
 )
 STATUS_STYLE = {"idle": "green", "running": "bold green", "paused": "yellow", "finishing": "blue",
                 "fault": "bold white on red"}
+
+
+class SimContext(TaskContext, Protocol):
+    """A task context on a simulated unit (the app ``device.sim.sim_app`` builds is one)."""
+
+    @property
+    def rig(self) -> SimRig:
+        """The simulated unit: its mock pins and its plant."""
 
 
 class RecentLog(logging.Handler):
@@ -114,17 +121,17 @@ def _on(value: Any) -> str:
 class Dashboard:
     """The live view of one simulated app and its keys."""
 
-    def __init__(self, app: App, *, console: Console | None = None) -> None:
-        if app.rig is None:
+    def __init__(self, context: SimContext, *, console: Console | None = None) -> None:
+        if not isinstance(getattr(context, "rig", None), SimRig):
             raise ValueError("the dashboard needs --sim (it shows and drives the simulated plant)")
-        self.app = app
-        self.rig = app.rig
+        self.context = context
+        self.rig = context.rig
         self.console = console or Console()
-        self.message = SAFETY_NOTICE if getattr(app, "first_start", False) else "ready"
+        self.message = SAFETY_NOTICE if context.first_start else "ready"
         self.recent = RecentLog()
         self._holds: list[tuple[float, str]] = []  # (release at, button) on the app clock
         self._quitting = False
-        cfg = app.config
+        cfg = context.config
         self._pins = {name: cfg.pins.model_dump()[f"button_{name}"] for name in BUTTON_KEYS.values()}
         self._hold_s = {"power": cfg.panel.long_press_s, "lock": cfg.panel.child_lock_hold_s}
 
@@ -141,14 +148,14 @@ class Dashboard:
 
     def hold(self, buttons: tuple[str, ...], seconds: float) -> None:
         """Hold buttons down; they are released ``seconds`` (plus a margin) later on the app clock."""
-        release_at = self.app.clock.now() + seconds + HOLD_MARGIN_S
+        release_at = self.context.clock.now() + seconds + HOLD_MARGIN_S
         for button in buttons:
             self._pin(button).drive_low()
             self._holds.append((release_at, button))
 
     def release_due(self) -> None:
         """Release every held button whose time has come."""
-        now = self.app.clock.now()
+        now = self.context.clock.now()
         due = [b for t, b in self._holds if t <= now]
         if due:
             self._holds = [(t, b) for t, b in self._holds if t > now]
@@ -169,13 +176,13 @@ class Dashboard:
         elif key in FAULT_KEYS or key in ("0", "c"):
             name = FAULT_KEYS.get(key) or ("loop_stall" if key == "0" else "clear")
             try:
-                self.message = self.app.device.inject_sim_fault({"fault": name})
+                self.message = self.rig.inject_fault({"fault": name})
             except CommandError as exc:
                 self.message = f"fault injection refused: {exc}"
         elif key == "q" and not self._quitting:  # a second stop request would exit at once
             self._quitting = True
             self.message = "stopping"
-            self.app.request_stop()
+            self.context.request_stop()
 
     def _on_stdin(self, fd: int) -> None:
         try:
@@ -189,9 +196,9 @@ class Dashboard:
 
     def render(self) -> Group:
         """The whole view, from the device's state and the plant's truth."""
-        state = self.app.device.state()
+        state = self.context.device.state()
         truth = self.rig.plant.truth()
-        safety = self.app.config.safety
+        safety = self.context.config.safety
         status = state["status"]
 
         head = Text(f" {status.upper()} ", style=STATUS_STYLE.get(status, ""))
@@ -246,7 +253,7 @@ class Dashboard:
         parts.add_row("plant", plant_params_text(truth["params"]))
 
         body = Group(head, settings, fault_line, Text(""), zones, Text(""), parts)
-        view = Box(body, title=f"massager sim · {self.app.device.device_id}", title_align="left")
+        view = Box(body, title=f"massager sim · {self.context.device.device_id}", title_align="left")
         footer = Text(KEY_HELP, style="dim")
         log_lines = Text("\n".join(self.recent.lines), style="dim")
         return Group(view, Text(f"> {self.message}", style="cyan"), log_lines, footer)
@@ -273,7 +280,7 @@ class Dashboard:
                 self.message = "stdin is not a terminal: keys are off"
             with Live(self.render(), console=self.console, auto_refresh=False,
                       redirect_stdout=False, redirect_stderr=False) as live:
-                while not self.app.stop_event.is_set():
+                while not self.context.stop_event.is_set():
                     self.release_due()
                     live.update(self.render(), refresh=True)
                     await asyncio.sleep(REFRESH_S)
@@ -305,9 +312,9 @@ def _minutes(seconds: float | None) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
-async def dashboard_task(app: App) -> None:
+async def dashboard_task(context: SimContext) -> None:
     """The live view as one of the app's tasks (``--sim`` only; without it, log why and end)."""
-    if app.rig is None:
+    if not isinstance(getattr(context, "rig", None), SimRig):
         log.error("the dashboard needs --sim; running without it")
         return
-    await Dashboard(app).run()
+    await Dashboard(context).run()

@@ -111,21 +111,6 @@ class DeviceTopics:
         """Refusals, faults and warnings as they happen (Home Assistant's event entity)."""
         return f"{self.base}/event"
 
-    @property
-    def sim_fault(self) -> str:
-        """Plant fault injection (``--sim`` only)."""
-        return f"{self.base}/sim/fault"
-
-    @property
-    def sim_fault_reply(self) -> str:
-        """One reply per fault injection message."""
-        return f"{self.base}/sim/fault/reply"
-
-    @property
-    def sim_plant(self) -> str:
-        """Plant truth at 10 Hz (``--sim`` only)."""
-        return f"{self.base}/sim/plant"
-
 
 def discovery_messages(
     *,

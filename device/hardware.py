@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from device.config import Config
 from drivers.ads1115 import ADS1115, SMBusLike
@@ -272,3 +272,29 @@ class Hardware:
         except SensorFault as exc:
             errors[name] = str(exc)
             return None
+
+
+class Rig(Protocol):
+    """What the app runs on: the unit's drivers and what comes with them (the Pi's own, or a simulation)."""
+
+    @property
+    def hardware(self) -> Hardware:
+        """Every driver, built from the config."""
+
+    @property
+    def pin_factory(self) -> Any:
+        """The panel's gpiozero pin factory; None for gpiozero's default (the Pi's GPIO)."""
+
+    @property
+    def wifi_signal(self) -> Callable[[], int | None] | None:
+        """Reads the unit's Wi-Fi signal in dBm; None when the unit has no Wi-Fi of its own."""
+
+    @property
+    def description(self) -> str:
+        """What the unit runs on, in a word or two, for the log."""
+
+    def after_pass(self, passes: int) -> None:
+        """After every pass of the running loop (``passes`` so far); must be quick."""
+
+    def close(self) -> None:
+        """After the outputs are off: close the hardware and whatever else the rig holds."""

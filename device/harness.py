@@ -1,9 +1,9 @@
 """The whole firmware on the simulated plant in virtual time, one pass at a time (tests, bench, campaign).
 
 Like gpiozero's mock pin factory this ships with the product so that tests drive the product: the
-real ``App`` wiring (config -> drivers over mock pins -> supervisor -> session -> controller -> the
-command path), never a copy of the loop. Verdicts belong to the plant (``plant``: true pressures,
-the true pad temperature, the pins).
+real ``App`` wiring as ``massager run --sim`` builds it (``device.sim.sim_app``: config -> drivers over
+mock pins -> supervisor -> session -> controller -> the command path), never a copy of the loop.
+Verdicts belong to the plant (``plant``: true pressures, the true pad temperature, the pins).
 
 Time is virtual throughout: the controller's clock, the plant (it follows that clock) and the
 deadman's monotonic time are one ``VirtualClock``. A loop that runs no pass is a stalled loop:
@@ -23,6 +23,7 @@ from device.config import Config
 from device.controller import Controller
 from device.deadman import Deadman
 from device.safety import Fault, Supervisor
+from device.sim import SimRig, sim_app
 from drivers.clock import VirtualClock
 from drivers.sim.plant import Plant, PlantParams
 from modes.library import ProgramLibrary
@@ -48,9 +49,8 @@ class SimUnit:
         library: ProgramLibrary | None = None,
     ) -> None:
         self.clock = VirtualClock()
-        self.app = App(config, sim=True, clock=self.clock, plant_params=plant_params, plant_seed=plant_seed,
-                       library=library, monotonic=self.clock.now)
-        assert self.app.rig is not None
+        self.app: App[SimRig] = sim_app(config, clock=self.clock, plant_params=plant_params,
+                                        plant_seed=plant_seed, library=library, monotonic=self.clock.now)
         self.plant: Plant = self.app.rig.plant
         self.faults: list[Fault] = []
         self.observers: list[Callable[[], None]] = []
@@ -123,6 +123,4 @@ class SimUnit:
 
     def close(self) -> None:
         """Outputs off and pins released."""
-        self.app.hardware.close()
-        assert self.app.rig is not None
-        self.app.rig.factory.close()
+        self.app.rig.close()

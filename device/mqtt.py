@@ -1,8 +1,11 @@
-"""The MQTT bridge (DESIGN.md section 5): state out, commands in, Home Assistant discovery, sim topics.
+"""The MQTT bridge (DESIGN.md section 5): state out, commands in, Home Assistant discovery, extra topics.
 
 MQTT never runs inside the safety loop: the Device calls ``_on_change`` from the control loop and it
 only sets an event. A slow or dead broker delays nothing but this task, and broker trouble never
 raises out of it: the bridge reconnects with a capped exponential backoff.
+
+Extra topics (``TaskContext.mqtt_extensions``: the simulator's, for one) are served as the device's own:
+requests admitted like commands and answered on their reply topic, feeds published periodically.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiomqtt
 from aiomqtt import Message, MqttCodeError, MqttError, ProtocolVersion, TLSParameters, Will
@@ -31,9 +34,7 @@ from device.api import PendingSet
 from device.commands import MAX_PAYLOAD_BYTES, CommandError, Reply, printable
 from device.config import pi_serial_number
 from device.discovery import DeviceTopics, discovery_messages
-
-if TYPE_CHECKING:
-    from device.app import App
+from device.tasks import MqttFeed, MqttRequest, TaskContext
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,7 @@ CANCEL_RETRY_S = 0.1
 STATE_MIN_GAP_S = 0.2  # state is coalesced to at most 5 messages per second
 STATE_ACTIVE_EVERY_S = 1.0  # while a session runs (pressures move), at least this often
 STATE_IDLE_EVERY_S = 5.0  # otherwise
-PLANT_EVERY_S = 0.1  # sim/plant at 10 Hz
-COMMAND_RATE_PER_S = 20.0  # token bucket for cmd (stop and pause aside) and sim/fault messages
+COMMAND_RATE_PER_S = 20.0  # token bucket for cmd (stop and pause aside) and extension request messages
 COMMAND_BURST = 40
 INCOMING_QUEUE_MAX = 1000  # other messages beyond this (a flood the bucket cannot drain) are dropped
 URGENT_ACTIONS = frozenset({"stop", "pause"})  # jump the queue; never rate-limited nor dropped behind others
@@ -258,19 +258,26 @@ class MqttBridge:
 
     def __init__(
         self,
-        app: App,
+        context: TaskContext,
         *,
         command_rate_per_s: float = COMMAND_RATE_PER_S,
         command_burst: int = COMMAND_BURST,
         state_min_gap_s: float = STATE_MIN_GAP_S,
         discovery_min_gap_s: float = DISCOVERY_MIN_GAP_S,
     ) -> None:
-        self.app = app
-        self.device = app.device
-        settings = app.config.mqtt
+        self.context = context
+        self.device = context.device
+        settings = context.config.mqtt
         self.settings = settings
         self.topics = DeviceTopics.of(settings.topic_prefix, self.device.device_id)
         self.ha_status_topic = f"{settings.discovery_prefix}/status"
+        extensions = context.mqtt_extensions
+        self.requests: dict[str, MqttRequest] = {  # full topic -> request
+            self._under_base(r.topic): r for extension in extensions for r in extension.requests
+        }
+        self.feeds: list[MqttFeed] = [feed for extension in extensions for feed in extension.feeds]
+        for topic in [r.reply for r in self.requests.values()] + [f.topic for f in self.feeds]:
+            self._under_base(topic)  # a bad topic fails here, at start, not on the first message
         self.bucket = TokenBucket(rate=command_rate_per_s, burst=command_burst)
         self.state_min_gap_s = state_min_gap_s
         self.discovery_min_gap_s = discovery_min_gap_s
@@ -290,6 +297,12 @@ class MqttBridge:
         self._stopping = False  # the app is stopping: every loop of this bridge ends
         self._closing = False  # the goodbye (offline, disconnect) has begun
 
+    def _under_base(self, topic: str) -> str:
+        """An extension's topic under the device's base (it cannot reach beyond it)."""
+        if not topic or any(c in topic for c in "+#\0") or topic.startswith("/"):
+            raise ValueError(f"extension topic {topic!r}: expected a plain topic under the device's base")
+        return f"{self.topics.base}/{topic}"
+
     # -- from the control loop -----------------------------------------------------------------
 
     def _on_change(self, _reason: str) -> None:
@@ -305,8 +318,8 @@ class MqttBridge:
         """Wait for start-up, then stay connected until ``app.stop_event``; never raises on broker trouble."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        stop = self.app.stop_event
-        ready = asyncio.ensure_future(self.app.ready.wait())
+        stop = self.context.stop_event
+        ready = asyncio.ensure_future(self.context.ready.wait())
         stopped = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait((ready, stopped), return_when=asyncio.FIRST_COMPLETED)
@@ -434,9 +447,7 @@ class MqttBridge:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """After every connect: subscribe, announce, then run receiver and publishers until disconnected."""
-        subscriptions = [self.topics.cmd]
-        if self.app.rig is not None:
-            subscriptions.append(self.topics.sim_fault)
+        subscriptions = [self.topics.cmd, *self.requests]
         if self.settings.discovery:
             subscriptions.append(self.ha_status_topic)
         for topic in subscriptions:
@@ -449,8 +460,8 @@ class MqttBridge:
             group.create_task(self._receive(client), name="mqtt-receive")
             group.create_task(self._state_loop(client), name="mqtt-state")
             group.create_task(self._discovery_loop(client), name="mqtt-discovery")
-            if self.app.rig is not None:
-                group.create_task(self._plant_loop(client), name="mqtt-plant")
+            for feed in self.feeds:
+                group.create_task(self._feed_loop(client, feed), name=f"mqtt-feed {feed.topic}")
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """A clean disconnect suppresses the Will: publish the retained ``offline`` ourselves, bounded."""
@@ -495,12 +506,12 @@ class MqttBridge:
         """Every Home Assistant discovery config, retained (none when discovery is off)."""
         if not self.settings.discovery:
             return
-        config = self.app.config
+        config = self.context.config
         messages = discovery_messages(
             device_id=self.device.device_id,
             topic_prefix=self.settings.topic_prefix,
             discovery_prefix=self.settings.discovery_prefix,
-            programs=list(self.app.library.names()),
+            programs=list(self.context.library.names()),
             thermistors=list(config.sensors.thermistors),
             timer_max_min=config.session.timer_max_min,
             heat_target_max_c=config.safety.heat_target_max_c,
@@ -526,14 +537,13 @@ class MqttBridge:
             await self._publish_discovery(client)
             self._changed.set()  # and the state, through the coalescing state loop
 
-    async def _plant_loop(self, client: aiomqtt.Client) -> None:
-        """Plant truth on ``sim/plant`` at 10 Hz, read from the plant and the mock pins (not retained)."""
-        assert self.app.rig is not None
-        plant = self.app.rig.plant
+    async def _feed_loop(self, client: aiomqtt.Client, feed: MqttFeed) -> None:
+        """An extension's feed: ``feed.read()`` published every ``feed.every_s`` (QoS 0, not retained)."""
+        topic = self._under_base(feed.topic)
         next_at = time.monotonic()
         while not self._stopping:
-            await client.publish(self.topics.sim_plant, _encode(plant.truth()), qos=0)
-            next_at = max(next_at + PLANT_EVERY_S, time.monotonic())
+            await client.publish(topic, _encode(feed.read()), qos=0)
+            next_at = max(next_at + feed.every_s, time.monotonic())
             await asyncio.sleep(next_at - time.monotonic())
 
     # -- receiver ------------------------------------------------------------------------------
@@ -544,8 +554,8 @@ class MqttBridge:
             topic = message.topic
             if topic.matches(self.topics.cmd):
                 await self._command(client, message)
-            elif topic.matches(self.topics.sim_fault) and self.app.rig is not None:
-                await self._sim_fault(client, message)
+            elif (request := self.requests.get(str(topic))) is not None:
+                await self._request(client, message, request)
             elif topic.matches(self.ha_status_topic) and message.payload == b"online" and not message.retain:
                 self._discovery_wanted.set()  # coalesced and paced by the discovery task
             if self._stopping:
@@ -607,23 +617,17 @@ class MqttBridge:
             if written.done() and not written.cancelled():
                 written.exception()  # retrieved here; the device reads it from the write itself
 
-    async def _sim_fault(self, client: aiomqtt.Client, message: Message) -> None:
-        """Inject a plant fault from ``sim/fault`` and answer on ``sim/fault/reply``."""
+    async def _request(self, client: aiomqtt.Client, message: Message, request: MqttRequest) -> None:
+        """Run one message of an extension's request topic (admitted as a command) and answer it."""
         payload = message.payload if isinstance(message.payload, bytes) else b""
-        data: Any = None
         refused = self._admit(message)
         if refused is not None:
             answer: dict[str, Any] = {"id": _peek_id(payload), "ok": False, "error": refused}
         else:
-            try:
-                data = cmds.decode_payload(payload)
-                result = self.device.inject_sim_fault(data)
-                answer = {"id": cmds.request_id(data), "ok": True, "error": None, "result": result}
-            except CommandError as exc:
-                answer = {"id": cmds.request_id(data), "ok": False, "error": str(exc)}
-        if not answer["ok"]:
-            log.info("sim fault refused: %s", printable(str(answer["error"])))
-        await self._reply(client, self.topics.sim_fault_reply, answer, message.properties)
+            answer = request.answer(payload)
+        if not answer.get("ok"):
+            log.info("%s refused: %s", request.topic, printable(str(answer.get("error"))))
+        await self._reply(client, self._under_base(request.reply), answer, message.properties)
 
     async def _reply(
         self, client: aiomqtt.Client, topic: str, answer: dict[str, Any], request: Properties | None
@@ -653,6 +657,6 @@ class MqttBridge:
             log.info("MQTT: cannot reply on response topic %s: %s", json.dumps(response_topic), exc)
 
 
-async def mqtt_task(app: App) -> None:
+async def mqtt_task(context: TaskContext) -> None:
     """The firmware's MQTT bridge task (installed by the app when ``mqtt.enabled``)."""
-    await MqttBridge(app).run()
+    await MqttBridge(context).run()

@@ -46,15 +46,13 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gpiozero import LED, RGBLED, Button, Buzzer, LEDBarGraph
 
 from device.commands import CommandError, Set, Start, Stop
+from device.tasks import TaskContext
 from modes.limits import INTENSITY_MAX, INTENSITY_MIN
-
-if TYPE_CHECKING:
-    from device.app import App
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +157,12 @@ def next_program(names: Sequence[str], current: str) -> str:
 class Panel:
     """Buttons, LEDs and buzzer of one device; ``run`` until the stop event, then ``close``."""
 
-    def __init__(self, app: App, *, pin_factory: Any = None) -> None:
-        cfg = app.config
+    def __init__(self, context: TaskContext, *, pin_factory: Any = None) -> None:
+        cfg = context.config
         pins = cfg.pins
-        self.device = app.device
-        self.clock = app.clock
-        self.library = app.library
+        self.device = context.device
+        self.clock = context.clock
+        self.library = context.library
         self.long_press_s = cfg.panel.long_press_s
         self.child_lock_hold_s = cfg.panel.child_lock_hold_s
         self.muted = cfg.panel.buzzer_muted
@@ -453,11 +451,10 @@ class Panel:
         self._devices.clear()
 
 
-async def panel_task(app: App) -> None:
-    """The panel as one of the app's tasks: mock pins in ``--sim``, gpiozero's default on the Pi."""
-    factory = app.rig.factory if app.rig is not None else None
-    panel = Panel(app, pin_factory=factory)
+async def panel_task(context: TaskContext) -> None:
+    """The panel as one of the app's tasks, on the context's pin factory (gpiozero's default on the Pi)."""
+    panel = Panel(context, pin_factory=context.pin_factory)
     try:
-        await panel.run(app.stop_event)
+        await panel.run(context.stop_event)
     finally:
         panel.close()

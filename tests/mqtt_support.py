@@ -17,6 +17,7 @@ from paho.mqtt.properties import Properties
 from device.app import App
 from device.config import Config, load_config
 from device.mqtt import MqttBridge
+from device.sim import sim_app
 from drivers.clock import ScaledClock
 
 DEVICE_ID = "t1"
@@ -157,7 +158,7 @@ async def running_firmware(
     bridge_type: type[MqttBridge] = MqttBridge, expect_connect: bool = True, **bridge_args: Any,
 ) -> AsyncIterator[Running]:
     """Run the App (sim) with the MQTT bridge; stop it gracefully afterwards and check it exits 0."""
-    app = App(config, sim=True, clock=ScaledClock(scale=scale))
+    app = sim_app(config, clock=ScaledClock(scale=scale))
     holder: dict[str, MqttBridge] = {}
 
     async def mqtt(a: App) -> None:

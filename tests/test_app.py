@@ -26,6 +26,7 @@ from device.commands import ResetFault, Start
 from device.config import Config, load_config
 from device.panel import panel_task
 from device.persist import STATE_FILE
+from device.sim import sim_app
 from drivers.clock import LoopClock, run_virtual
 from tests.conftest import Broker, free_port
 
@@ -196,7 +197,7 @@ def run_app(config: Config, tasks: dict[str, Callable[[App], Awaitable[None]]]) 
     holder: list[tuple[App, AtClose]] = []
 
     async def main() -> int:
-        app = App(config, sim=True, clock=LoopClock())
+        app = sim_app(config, clock=LoopClock())
         holder.append((app, AtClose(app)))
         app.extra_tasks.update(tasks)
         return await app.run()
@@ -346,7 +347,7 @@ def test_app_latched_fault_survives_a_restart_until_reset(tmp_path: Path) -> Non
     config = load_config(None, {"state_dir": str(tmp_path), "programs_dir": None, "mqtt.enabled": False})
 
     async def first() -> None:
-        app = App(config, sim=True, clock=LoopClock())
+        app = sim_app(config, clock=LoopClock())
 
         async def trip(app: App) -> None:
             await app.ready.wait()
@@ -360,7 +361,7 @@ def test_app_latched_fault_survives_a_restart_until_reset(tmp_path: Path) -> Non
         await app.run()
 
     async def second() -> tuple[str | None, str]:
-        app = App(config, sim=True, clock=LoopClock())
+        app = sim_app(config, clock=LoopClock())
         seen: list[Any] = []
 
         async def look(app: App) -> None:
@@ -381,7 +382,7 @@ def test_app_latched_fault_survives_a_restart_until_reset(tmp_path: Path) -> Non
     assert run_virtual(second()) == ("SENSOR_BUS_FAULT", "fault")
 
     async def third() -> object:
-        app = App(config, sim=True, clock=LoopClock())
+        app = sim_app(config, clock=LoopClock())
         out: list[object] = []
 
         async def look(app: App) -> None:
@@ -405,7 +406,7 @@ def test_app_start_up_venting_a_full_zone_does_not_trip_the_deadman(tmp_path: Pa
     config = load_config(None, {"state_dir": str(tmp_path), "programs_dir": None, "mqtt.enabled": False})
 
     async def main() -> object:
-        app = App(config, sim=True, clock=ScaledClock())
+        app = sim_app(config, clock=ScaledClock())
         assert app.rig is not None
         app.rig.plant.pressure["calf"] = 60.0
         out: list[object] = []

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from device import app as app_module
+from device import sim
 from device.cli import build_parser, config_from_args, main
 from drivers.sim.plant import PlantParams
 
@@ -133,11 +134,9 @@ def test_cli_plant_seed_draws_the_apps_plant(seed: int | None, tmp_path: Path) -
     seed_args = ["--plant-seed", str(seed)] if seed is not None else []
     args = build_parser().parse_args(["run", "--sim", "--state-dir", str(tmp_path), *seed_args])
     assert args.plant_seed == seed
-    app = app_module.App(config_from_args(args), sim=True, plant_seed=args.plant_seed)
+    app = sim.sim_app(config_from_args(args), plant_seed=args.plant_seed)
     try:
-        assert app.rig is not None
         expected = PlantParams() if seed is None else PlantParams.draw(seed)
-        assert app.rig.plant.params == dataclasses.replace(expected, deadman_timeout_s=app_module.DEADMAN_HW_S)
+        assert app.rig.plant.params == dataclasses.replace(expected, deadman_timeout_s=sim.DEADMAN_HW_S)
     finally:
-        assert app.rig is not None
         app.rig.close()

@@ -12,6 +12,7 @@ from device.app import App
 from device.commands import CommandError, Set, Start, decode_payload, parse_command
 from device.config import load_config
 from device.notice import SAFETY_NOTICE
+from device.sim import sim_app
 from drivers.clock import LoopClock, run_virtual
 
 
@@ -57,7 +58,7 @@ def _run_app_briefly(state_dir: Path) -> App:
     config = load_config(None, {"state_dir": str(state_dir), "programs_dir": None, "mqtt.enabled": False})
 
     async def main() -> App:
-        app = App(config, sim=True, clock=LoopClock())
+        app = sim_app(config, clock=LoopClock())
 
         async def stop_soon(app: App) -> None:
             await app.ready.wait()
@@ -89,7 +90,7 @@ def test_commands_start_with_heat_target_sets_the_session_target(tmp_path: Path)
     config = load_config(None, {"state_dir": str(tmp_path), "programs_dir": None, "mqtt.enabled": False})
 
     async def main() -> float:
-        app = App(config, sim=True, clock=LoopClock())
+        app = sim_app(config, clock=LoopClock())
         seen: list[float] = []
 
         async def drive(app: App) -> None:
@@ -114,7 +115,7 @@ def test_commands_fresh_unit_starts_from_the_config_session_defaults(tmp_path: P
     })
 
     async def main() -> dict[str, object]:
-        app = App(config, sim=True, clock=LoopClock())
+        app = sim_app(config, clock=LoopClock())
         seen: dict[str, object] = {}
 
         async def look(app: App) -> None:

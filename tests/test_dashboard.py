@@ -18,6 +18,7 @@ from device.app import App
 from device.config import Config, load_config
 from device.dashboard import HOLD_MARGIN_S, Dashboard, plant_params_text
 from device.panel import FRAME_S, panel_task
+from device.sim import sim_app
 from drivers.clock import LoopClock, run_virtual
 from drivers.sim.plant import PlantParams
 
@@ -43,7 +44,7 @@ def run_with_dashboard(config: Config, script: Script, *, with_loop: bool = Fals
     failures: list[BaseException] = []
 
     async def main() -> int:
-        app = App(config, sim=True, clock=LoopClock())
+        app = sim_app(config, clock=LoopClock())
         dash = Dashboard(app, console=_console())
 
         async def scripted(app: App) -> None:
@@ -249,7 +250,7 @@ def test_dashboard_shows_the_plant_params_and_fault_parameters(tmp_path: Path) -
         for words in ("pump 38.0 mmHg/s", "air 25.0 °C", "skin 32.0 °C", "volumes 1.00/1.65/2.24",
                       "roller load 1.00/1.00"):
             assert words in view, words
-        app.device.inject_sim_fault({"fault": "leak", "zone": "calf", "rate": 0.5})
+        app.rig.inject_fault({"fault": "leak", "zone": "calf", "rate": 0.5})
         assert "leak(zone=calf, rate=0.5)" in _text(dash)
 
     assert run_with_dashboard(make_config(tmp_path / "state"), script) == 0

@@ -19,7 +19,8 @@ from paho.mqtt.properties import Properties
 
 from device.app import App
 from device.commands import ACTIONS
-from drivers.clock import VirtualClock
+from device.harness import SimUnit
+from modes.limits import SAMPLE_PERIOD_S
 from tests.conftest import Broker
 from tests.mqtt_support import BASE, mqtt_config, publish_elsewhere, running_firmware, watching
 
@@ -153,46 +154,25 @@ def _loads(app: App) -> dict[str, Any]:
     return {k: v for k, v in app.rig.plant.outputs().items() if k != "heartbeat"}
 
 
-class IdleDevice:
-    """A simulated device on virtual time, stepped by hand (no broker, no event loop)."""
-
-    def __init__(self, app: App, clock: VirtualClock) -> None:
-        self.app = app
-        self.clock = clock
-
-    def step(self, passes: int = 1) -> None:
-        """Control passes with the plant following."""
-        assert self.app.rig is not None
-        for _ in range(passes):
-            self.app.controller.tick()
-            self.app.rig.plant.step(0.05)
-            self.clock.advance(0.05)
-
-    def settle(self) -> None:
-        """Back to idle after a command that acted."""
-        self.app.device.handle_payload(b'{"action": "stop"}', source="fuzz")
-        for _ in range(400):
-            if self.app.device.state()["status"] == "idle":
-                return
-            self.step()
-        raise AssertionError("the device did not return to idle")
+def _settle(unit: SimUnit) -> None:
+    """Back to idle after a command that acted."""
+    unit.command(action="stop")
+    unit.run(20.0, until=lambda: unit.app.device.state()["status"] == "idle")
+    assert unit.app.device.state()["status"] == "idle", "the device did not return to idle"
 
 
 @pytest.fixture
-def idle(tmp_path: Path) -> Iterator[IdleDevice]:
-    """An idle simulated device after a few passes (sensors read, zones vented)."""
-    clock = VirtualClock()
-    app = App(mqtt_config(tmp_path, 1883), sim=True, clock=clock)
-    device = IdleDevice(app, clock)
+def idle(tmp_path: Path) -> Iterator[SimUnit]:
+    """An idle simulated device after a few passes of the production loop (sensors read, zones vented)."""
+    unit = SimUnit(mqtt_config(tmp_path, 1883))
     try:
-        device.step(10)
-        yield device
+        unit.run(10 * SAMPLE_PERIOD_S)
+        yield unit
     finally:
-        app.hardware.safe_off()
-        app.hardware.close()
+        unit.close()
 
 
-def _check_refused(idle: IdleDevice, payload: bytes) -> None:
+def _check_refused(idle: SimUnit, payload: bytes) -> None:
     """An invalid payload gets an error reply and changes nothing, before and after a control pass."""
     app = idle.app
     assert app.rig is not None
@@ -203,7 +183,7 @@ def _check_refused(idle: IdleDevice, payload: bytes) -> None:
     assert reply.ok is False, payload
     assert isinstance(reply.error, str) and reply.error
     assert _settings(app) == before, (payload, reply)
-    idle.step()
+    idle.tick()
     assert _settings(app) == before, (payload, reply)
     assert _loads(app) == outputs
     assert app.rig.plant.all_off()
@@ -211,13 +191,13 @@ def _check_refused(idle: IdleDevice, payload: bytes) -> None:
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=st.binary(max_size=256))
-def test_mqtt_fuzz_random_bytes_never_crash_nor_act(idle: IdleDevice, payload: bytes) -> None:
+def test_mqtt_fuzz_random_bytes_never_crash_nor_act(idle: SimUnit, payload: bytes) -> None:
     _check_refused(idle, payload)
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=json_values)
-def test_mqtt_fuzz_random_json_never_crash_nor_act(idle: IdleDevice, document: Any) -> None:
+def test_mqtt_fuzz_random_json_never_crash_nor_act(idle: SimUnit, document: Any) -> None:
     _check_refused(idle, json.dumps(document).encode())
 
 
@@ -236,7 +216,7 @@ valid_leaning = st.fixed_dictionaries(
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(documents=st.lists(st.one_of(valid_leaning, valid_leaning, command_like), min_size=1, max_size=4))
 def test_mqtt_fuzz_command_sequences_follow_the_contract(
-    idle: IdleDevice, documents: list[dict[str, Any]]
+    idle: SimUnit, documents: list[dict[str, Any]]
 ) -> None:
     app = idle.app
     assert app.rig is not None
@@ -249,9 +229,9 @@ def test_mqtt_fuzz_command_sequences_follow_the_contract(
         check_against_contract(before, after, document, reply, programs)
         if not reply["ok"]:
             assert _loads(app) == outputs  # a refused command never changes an output
-        idle.step()
+        idle.tick()
     if app.device.state()["status"] != "idle":
-        idle.settle()
+        _settle(idle)
 
 
 def _random_payload(rng: random.Random) -> bytes:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from device.app import DEADMAN_HW_S
+from device.sim import DEADMAN_HW_S
 from drivers.sim.plant import PlantParams
 from tests.conftest import Broker
 from tests.mqtt_support import BASE, DEVICE_ID, Watcher, mqtt_config, running_firmware, watching

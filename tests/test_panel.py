@@ -29,6 +29,7 @@ from device.panel import (
     panel_task,
 )
 from device.persist import STATE_FILE
+from device.sim import sim_app
 from drivers.clock import LoopClock, run_virtual
 
 Script = Callable[["Pan"], Awaitable[None]]
@@ -116,7 +117,7 @@ def run_panel(config: Config, script: Script) -> App:
     holder: list[App] = []
 
     async def main() -> int:
-        app = App(config, sim=True, clock=LoopClock())
+        app = sim_app(config, clock=LoopClock())
         holder.append(app)
 
         async def scripted(app: App) -> None:
@@ -343,7 +344,7 @@ async def _latch_fault(p: Pan, fault: str = "i2c_dead") -> None:
     """Run a session and break the plant: a fault latches, everything goes off."""
     await p.press("power")
     await p.wait_for(p.running_outputs, 10.0)
-    p.app.device.inject_sim_fault({"fault": fault})
+    p.app.rig.inject_fault({"fault": fault})
     await p.wait_for(lambda: p.state["status"] == "fault", 30.0)
     await p.wait(2 * FRAME_S)
     assert p.plant.all_off()
@@ -355,7 +356,7 @@ def test_panel_long_press_power_resets_a_cleared_fault_after_3_s(state_dir: Path
         assert p.state["fault"]["code"] == "SENSOR_BUS_FAULT"
         await p.press("power")  # a short press does not reset
         assert p.state["status"] == "fault"
-        p.app.device.inject_sim_fault({"fault": "clear"})
+        p.app.rig.inject_fault({"fault": "clear"})
         await p.wait(1.0)
         p.down("power")
         await p.wait(2.8)
@@ -372,7 +373,7 @@ def test_panel_long_press_power_resets_a_cleared_fault_after_3_s(state_dir: Path
 
 def test_panel_refused_reset_keeps_the_fault_and_beeps(state_dir: Path) -> None:
     async def script(p: Pan) -> None:
-        p.app.device.inject_sim_fault({"fault": "thermistor_open"})
+        p.app.rig.inject_fault({"fault": "thermistor_open"})
         await p.wait_for(lambda: p.state["status"] == "fault", 10.0)
         assert p.state["fault"]["code"] == "TEMP_SENSOR_FAULT"
         await p.wait(3.0)
