@@ -197,7 +197,8 @@ def run_app(config: Config, tasks: dict[str, Callable[[App], Awaitable[None]]]) 
     holder: list[tuple[App, AtClose]] = []
 
     async def main() -> int:
-        app = sim_app(config, clock=LoopClock())
+        clock = LoopClock()  # virtual time, the deadman's too: a starved host is no stalled loop
+        app = sim_app(config, clock=clock, monotonic=clock.now)
         holder.append((app, AtClose(app)))
         app.extra_tasks.update(tasks)
         return await app.run()
@@ -347,7 +348,8 @@ def test_app_latched_fault_survives_a_restart_until_reset(tmp_path: Path) -> Non
     config = load_config(None, {"state_dir": str(tmp_path), "programs_dir": None, "mqtt.enabled": False})
 
     async def first() -> None:
-        app = sim_app(config, clock=LoopClock())
+        clock = LoopClock()  # virtual time, the deadman's too: a starved host is no stalled loop
+        app = sim_app(config, clock=clock, monotonic=clock.now)
 
         async def trip(app: App) -> None:
             await app.ready.wait()
@@ -361,7 +363,8 @@ def test_app_latched_fault_survives_a_restart_until_reset(tmp_path: Path) -> Non
         await app.run()
 
     async def second() -> tuple[str | None, str]:
-        app = sim_app(config, clock=LoopClock())
+        clock = LoopClock()  # virtual time, the deadman's too: a starved host is no stalled loop
+        app = sim_app(config, clock=clock, monotonic=clock.now)
         seen: list[Any] = []
 
         async def look(app: App) -> None:
@@ -382,7 +385,8 @@ def test_app_latched_fault_survives_a_restart_until_reset(tmp_path: Path) -> Non
     assert run_virtual(second()) == ("SENSOR_BUS_FAULT", "fault")
 
     async def third() -> object:
-        app = sim_app(config, clock=LoopClock())
+        clock = LoopClock()  # virtual time, the deadman's too: a starved host is no stalled loop
+        app = sim_app(config, clock=clock, monotonic=clock.now)
         out: list[object] = []
 
         async def look(app: App) -> None:

@@ -58,7 +58,8 @@ def _run_app_briefly(state_dir: Path) -> App:
     config = load_config(None, {"state_dir": str(state_dir), "programs_dir": None, "mqtt.enabled": False})
 
     async def main() -> App:
-        app = sim_app(config, clock=LoopClock())
+        clock = LoopClock()  # virtual time, the deadman's too: a starved host is no stalled loop
+        app = sim_app(config, clock=clock, monotonic=clock.now)
 
         async def stop_soon(app: App) -> None:
             await app.ready.wait()
@@ -90,7 +91,8 @@ def test_commands_start_with_heat_target_sets_the_session_target(tmp_path: Path)
     config = load_config(None, {"state_dir": str(tmp_path), "programs_dir": None, "mqtt.enabled": False})
 
     async def main() -> float:
-        app = sim_app(config, clock=LoopClock())
+        clock = LoopClock()  # virtual time, the deadman's too: a starved host is no stalled loop
+        app = sim_app(config, clock=clock, monotonic=clock.now)
         seen: list[float] = []
 
         async def drive(app: App) -> None:
@@ -115,7 +117,8 @@ def test_commands_fresh_unit_starts_from_the_config_session_defaults(tmp_path: P
     })
 
     async def main() -> dict[str, object]:
-        app = sim_app(config, clock=LoopClock())
+        clock = LoopClock()  # virtual time, the deadman's too: a starved host is no stalled loop
+        app = sim_app(config, clock=clock, monotonic=clock.now)
         seen: dict[str, object] = {}
 
         async def look(app: App) -> None:

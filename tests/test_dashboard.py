@@ -44,7 +44,8 @@ def run_with_dashboard(config: Config, script: Script, *, with_loop: bool = Fals
     failures: list[BaseException] = []
 
     async def main() -> int:
-        app = sim_app(config, clock=LoopClock())
+        clock = LoopClock()  # virtual time, the deadman's too: a starved host is no stalled loop
+        app = sim_app(config, clock=clock, monotonic=clock.now)
         dash = Dashboard(app, console=_console())
 
         async def scripted(app: App) -> None:

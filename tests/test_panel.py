@@ -117,7 +117,8 @@ def run_panel(config: Config, script: Script) -> App:
     holder: list[App] = []
 
     async def main() -> int:
-        app = sim_app(config, clock=LoopClock())
+        clock = LoopClock()  # virtual time, the deadman's too: a starved host is no stalled loop
+        app = sim_app(config, clock=clock, monotonic=clock.now)
         holder.append(app)
 
         async def scripted(app: App) -> None:
