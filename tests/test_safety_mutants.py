@@ -1457,3 +1457,55 @@ def test_sensors_persisting_disagreement_edge_and_message() -> None:
     at = make_sample(0.0, temps={"pad_1": 35.0, "pad_2": 30.0})
     assert checks.persisting(FaultCode.TEMP_SENSOR_FAULT, at) == (
         "thermistors still disagree by 5.0 °C (limit 3.0 °C)")
+
+
+def test_heat_and_sensor_families_start_with_no_plausible_readings() -> None:
+    heat = heat_checks()
+    assert heat.valid == [] and sensor_checks().valid == []
+    assert heat.check(make_sample(0.0), NO_HEAT) is None  # before the sensor family has judged any
+
+
+def test_heat_a_sample_without_the_heater_output_counts_the_heater_off() -> None:
+    heat = heat_checks()
+    outputs = {k: v for k, v in make_sample(0.0).outputs.items() if k != "heater"}
+    for t, pad in ((0.0, 30.0), (10.0, 30.5)):
+        heat.valid = [("pad_1", pad), ("pad_2", 30.0)]
+        sample = dataclasses.replace(make_sample(t, temps={"pad_1": pad, "pad_2": 30.0}), outputs=outputs)
+        trip = heat.check(sample, NO_HEAT)
+    assert trip is not None and trip[0] is FaultCode.HEATER_RUNAWAY  # the runaway rule: the heater was off
+
+
+def test_heat_balance_window_starts_afresh_after_a_gap_or_a_reset() -> None:
+    for gap in ("readings", "reset"):
+        heat = heat_checks()
+        heat_at(heat, 0.0, 30.0, 30.0)
+        if gap == "readings":
+            heat_at(heat, 1.0, None, None)
+        else:
+            heat.cleared()
+        heat_at(heat, 2.0, 30.0, 30.0)  # the model restarts from the readings
+        # A long pass at full duty: the model leads by far more than the margin at once.
+        assert heat_at(heat, 102.0, 30.0, 30.0, duty=1.0) is None, gap  # the window starts here
+        trip = heat_at(heat, 107.0, 30.0, 30.0, duty=1.0)
+        assert trip is not None and trip[0] is FaultCode.HEAT_BALANCE, gap
+
+
+def test_sensors_doubt_names_each_problem_at_rest() -> None:
+    checks = sensor_checks()
+
+    def doubt(**kwargs: Any) -> str | None:
+        return checks.doubt(make_sample(0.0, **kwargs))
+
+    assert doubt(bus_error="no ACK") == "the sensor bus fails: no ACK"
+    assert doubt(temps={"pad_1": None, "pad_2": 30.0}) == "thermistor pad_1: no reading"
+    assert doubt(temps={"pad_1": None, "pad_2": 30.0}, errors={"pad_1": "open circuit"}) == (
+        "thermistor pad_1: open circuit")
+    assert doubt(temp=-10.0) is None and doubt(temp=80.0) is None  # the range's ends are readings
+    assert doubt(temp=-10.1) == "thermistor pad_1 reads -10.1 °C, outside -10..80 °C"
+    assert doubt(temp=80.1) == "thermistor pad_1 reads 80.1 °C, outside -10..80 °C"
+    assert doubt(temps={"pad_1": 33.0, "pad_2": 30.0}) is None  # exactly the disagreement limit
+    assert doubt(temps={"pad_1": 35.0, "pad_2": 30.0}) == "thermistors disagree by 5.0 °C (limit 3.0 °C)"
+    assert doubt(pressure={"calf": None}) == "pressure sensor calf: no reading"
+    assert doubt(pressure={"calf": None}, errors={"calf": "stuck at the rail"}) == (
+        "pressure sensor calf: stuck at the rail")
+    assert doubt() is None
