@@ -406,6 +406,13 @@ def verify_bundle(path: Path, *, keys_dir: Path, installed: str, architecture: s
         manifest, kid = read_manifest(tar, keys, keys_dir)
         check_fits(manifest, installed=installed, architecture=architecture or this_architecture(),
                    python=python or this_python(), force=force)
+        last = None
         for name, member in iter_members(tar, manifest):
             copy_checked(tar, member, manifest.files[name], None)
+            last = member
+    assert last is not None  # a manifest lists at least one file, and all of them were there
+    end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE
+    if path.stat().st_size < end:  # every file whole, but the end-of-archive marker is missing
+        raise UpdateRefused("truncated", f"{path.name} ends before its end-of-archive marker (truncated "
+                            "download?)")
     return VerifiedBundle(path=path, manifest=manifest, key_id=kid)
