@@ -271,6 +271,7 @@ class MqttBridge:
         self.settings = settings
         self.topics = DeviceTopics.of(settings.topic_prefix, self.device.device_id)
         self.ha_status_topic = f"{settings.discovery_prefix}/status"
+        self.updates_topic = f"{settings.topic_prefix}/updates/latest"  # fleet-wide, retained
         self.bucket = TokenBucket(rate=command_rate_per_s, burst=command_burst)
         self.state_min_gap_s = state_min_gap_s
         self.discovery_min_gap_s = discovery_min_gap_s
@@ -439,12 +440,16 @@ class MqttBridge:
             subscriptions.append(self.topics.sim_fault)
         if self.settings.discovery:
             subscriptions.append(self.ha_status_topic)
+        if self.device.updates is not None:
+            subscriptions.append(self.updates_topic)
         for topic in subscriptions:
             await client.subscribe(topic, qos=1)
         await client.publish(self.topics.availability, b"online", qos=1, retain=True)
         await self._publish_state(client)
         await self._publish_discovery(client)
         self.announced += 1
+        if self.device.updates is not None:
+            self.device.updates.on_mqtt_online()  # the health gate of a new release
         async with asyncio.TaskGroup() as group:
             group.create_task(self._receive(client), name="mqtt-receive")
             group.create_task(self._state_loop(client), name="mqtt-state")
@@ -548,6 +553,10 @@ class MqttBridge:
                 await self._sim_fault(client, message)
             elif topic.matches(self.ha_status_topic) and message.payload == b"online" and not message.retain:
                 self._discovery_wanted.set()  # coalesced and paced by the discovery task
+            elif topic.matches(self.updates_topic) and self.device.updates is not None:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                self.device.updates.on_announcement(payload)  # retained: what the fleet should run
+                self._changed.set()
             if self._stopping:
                 return
             await asyncio.sleep(0)

@@ -35,6 +35,7 @@ REQUIRED_KEYS: dict[str, set[str]] = {
     "sensor": {"state_topic", "value_template"},
     "binary_sensor": {"state_topic", "payload_on", "payload_off", "device_class"},
     "event": {"state_topic", "event_types"},
+    "update": {"state_topic", "value_template", "command_topic", "payload_install"},
 }
 PROGRAMS = ["relax", "circulation", "deep_knead", "quick_boost"]
 ENTITIES = {
@@ -48,9 +49,9 @@ ENTITIES = {
     "pressure_foot": "sensor", "pressure_ankle": "sensor", "pressure_calf": "sensor",
     "connection": "binary_sensor", "wifi_signal": "sensor", "last_boot": "sensor", "sessions": "sensor",
     "run_hours": "sensor", "fault_count": "sensor", "last_fault": "sensor", "sensor_doubt": "binary_sensor",
-    "storage": "binary_sensor", "firmware": "sensor",
+    "storage": "binary_sensor", "firmware": "sensor", "firmware_update": "update",
 }
-CONFIG = {"timer", "heat_target", "skip_zones", "child_lock"}
+CONFIG = {"timer", "heat_target", "skip_zones", "child_lock", "firmware_update"}
 DIAGNOSTIC = {"temperature_pad_1", "temperature_pad_2", "pressure_foot", "pressure_ankle", "pressure_calf",
               "connection", "wifi_signal", "last_boot", "sessions", "run_hours", "fault_count", "last_fault",
               "sensor_doubt", "storage", "firmware"}
