@@ -32,6 +32,11 @@ EXPECTED_FILES = {  # destination on the Pi -> (mode, source in the repository)
     "/etc/mosquitto/conf.d/massager.conf": ("0644", "image/mosquitto/massager.conf"),
     "/usr/local/sbin/massager-apply-provision": ("0755", "image/massager-apply-provision"),
     "/etc/systemd/system/massager-remote.service": ("0644", "systemd/massager-remote.service"),
+    "/etc/systemd/system/massager-update.service": ("0644", "systemd/massager-update.service"),
+    "/etc/systemd/system/massager-update.path": ("0644", "systemd/massager-update.path"),
+    "/etc/systemd/system/massager-update-check.service": ("0644", "systemd/massager-update-check.service"),
+    "/etc/systemd/system/massager-update-check.timer": ("0644", "systemd/massager-update-check.timer"),
+    "/usr/local/sbin/massager-update-check": ("0755", "device/update_check.py"),
 }
 REMOTE_FILES = {  # the phone remote's page, file by file
     f"/usr/share/massager/remote/{p.relative_to(REPO / 'remote').as_posix()}": p
