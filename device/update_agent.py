@@ -186,6 +186,13 @@ class UpdateAgent:
             self._activity = activity
         return changed
 
+    def log_last_result(self) -> None:
+        """At start-up: say what the last update did (a rollback, with its reason, as a warning)."""
+        result = read_json(self.paths.result)
+        if isinstance(result, dict) and isinstance(result.get("message"), str):
+            level = logging.WARNING if result.get("result") in ("rolled_back", "failed") else logging.INFO
+            log.log(level, "last update: %s", result["message"])
+
     def forget_activity(self) -> None:
         """At shutdown: the firmware no longer runs, so nothing is busy."""
         with contextlib.suppress(OSError):
@@ -199,6 +206,7 @@ async def update_task(app: App) -> None:
         return
     with contextlib.suppress(OSError):
         agent.paths.state.mkdir(parents=True, exist_ok=True)
+    agent.log_last_result()
     try:
         while not app.stop_event.is_set():
             changed = agent.refresh()

@@ -31,6 +31,7 @@ from tests.update_support import (
     make_bundle,
     start_firmware,
     tree,
+    trust,
     unit_with,
 )
 
@@ -183,6 +184,19 @@ def test_update_refused_while_the_last_one_is_on_trial(tmp_path: Path, key: Ed25
     paths = unit_with(tmp_path, key)
     installer(paths).install(str(make_bundle(tmp_path, key, "1.1.0")))
     assert "still on trial" in refused(paths, make_bundle(tmp_path, key, "1.2.0"), "busy")
+
+
+def test_update_keys_rotate_old_and_new_trusted_then_old_removed(tmp_path: Path,
+                                                                 key: Ed25519PrivateKey) -> None:
+    paths = unit_with(tmp_path, key, "1.0.0")
+    new_key = Ed25519PrivateKey.generate()
+    trust(paths, new_key, "release-2027")  # step 2: both trusted
+    assert installer(paths).install(str(make_bundle(tmp_path, new_key, "1.1.0"))) == "1.1.0"
+    start_firmware(paths)
+    on_start(paths)
+    (paths.keys / "release.pem").unlink()  # step 4: the old key is retired
+    message = refused(paths, make_bundle(tmp_path, key, "1.2.0"), "key")
+    assert "1 trusted keys" in message
 
 
 def test_update_without_trusted_keys_refuses_everything(tmp_path: Path, key: Ed25519PrivateKey) -> None:
