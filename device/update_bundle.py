@@ -127,6 +127,8 @@ def sign(manifest: dict[str, Any], private: Ed25519PrivateKey) -> dict[str, str]
 def verify_signature(manifest: dict[str, Any], signature: Any, keys: dict[str, Ed25519PublicKey],
                      keys_dir: Path | str = "the trusted key folder") -> str:
     """Check ``signature`` over ``manifest`` against the trusted keys; returns the key id, else refuses."""
+    if not isinstance(manifest, dict):
+        raise UpdateRefused("manifest", "the manifest is not a JSON object")
     if not isinstance(signature, dict) or not isinstance(signature.get("key_id"), str) \
             or not isinstance(signature.get("signature"), str):
         raise UpdateRefused("signature", "the signature is missing or malformed")
@@ -198,9 +200,12 @@ class Manifest:
             if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise bad(f"files.{name}.sha256", "not a SHA-256 hex digest")
             files[name] = (size, digest)
+        created = data.get("created", 0)
+        if not isinstance(created, int) or isinstance(created, bool):
+            raise bad("created", f"not a Unix time: {created!r}")
         manifest = cls(version=data["version"], min_version=data["min_version"],
                        architecture=data["architecture"], python=data["python"], files=files,
-                       created=int(data.get("created", 0)))
+                       created=created)
         if data.get("size") != manifest.payload_size:
             raise bad("size", f"{data.get('size')!r} is not the sum of the file sizes "
                       f"({manifest.payload_size})")
@@ -311,9 +316,13 @@ def _read_member(tar: tarfile.TarFile, expected: str, limit: int) -> bytes:
     return data
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _json(data: bytes, what: str) -> Any:
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         raise UpdateRefused("format", f"{what} is not valid JSON") from None
 
@@ -324,7 +333,7 @@ def iter_members(tar: tarfile.TarFile, manifest: Manifest) -> Iterator[tuple[str
     while True:
         try:
             member = tar.next()
-        except tarfile.TarError as exc:
+        except (tarfile.TarError, EOFError) as exc:
             raise UpdateRefused("truncated", f"the bundle is damaged or truncated ({exc})") from None
         if member is None:
             break
@@ -387,7 +396,7 @@ def read_manifest(tar: tarfile.TarFile, keys: dict[str, Ed25519PublicKey],
     try:
         manifest_bytes = _read_member(tar, MANIFEST, MAX_MANIFEST_BYTES)
         signature_bytes = _read_member(tar, SIGNATURE, 4096)
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, EOFError) as exc:
         raise UpdateRefused("truncated", f"the bundle is damaged or truncated ({exc})") from None
     raw = _json(manifest_bytes, MANIFEST)
     if canonical(raw) != manifest_bytes:

@@ -285,3 +285,15 @@ def test_update_earlier_good_mark_does_not_pass_a_new_try(tmp_path: Path, key: E
     paths.good.write_text(json.dumps({"version": "1.1.0"}))  # from an earlier try that was rolled back
     installer(paths).install(str(make_bundle(tmp_path, key, "1.1.0", behaviour="hang")))
     assert on_start(paths) == f"1.1.0 on trial: start 1 of {MAX_STARTS}"
+
+
+@pytest.mark.parametrize("junk", [b"", b"not a tar at all" * 100, b"\0" * 10240])
+def test_update_junk_is_refused_as_not_a_bundle(tmp_path: Path, key: Ed25519PrivateKey, junk: bytes) -> None:
+    paths = unit_with(tmp_path, key)
+    bundle = tmp_path / "junk.bundle"
+    bundle.write_bytes(junk)
+    before = opt_tree(paths)
+    with pytest.raises(UpdateRefused) as caught:
+        installer(paths).install(str(bundle))
+    assert caught.value.code in ("format", "truncated"), caught.value.message
+    assert opt_tree(paths) == before
