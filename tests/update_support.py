@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from device.update_bundle import build_manifest, public_pem, this_architecture, this_python, write_bundle
-from device.update_check import UpdatePaths, on_start
+from device.update_check import COMPLETE, UpdatePaths, on_start
 from device.update_install import Installer
 
 # The stand-in firmware: ``--version``, and ``run`` that behaves as asked (good / crash / hang).
@@ -86,12 +86,18 @@ def installer(paths: UpdatePaths, **kwargs: object) -> Installer:
 
 
 def unit_with(tmp: Path, key: Ed25519PrivateKey, version: str = "1.0.0") -> UpdatePaths:
-    """A unit root running ``version`` (installed, healthy, trial over)."""
+    """A unit root running ``version`` as the first boot leaves it (a release, COMPLETE, ``current``)."""
     paths = UpdatePaths(tmp / "root")
     trust(paths, key)
-    installer(paths).install(str(make_bundle(tmp, key, version)))
-    start_firmware(paths)
-    assert on_start(paths) == f"{version} committed"
+    release = paths.release(version)
+    (release / "venv" / "bin").mkdir(parents=True)
+    script = release / "venv" / "bin" / "massager"
+    code = FAKE_FIRMWARE.format(version=version, behaviour="good")
+    script.write_text(f"#!{sys.executable}\n{code}\nimport sys\nsys.exit(main())\n")
+    script.chmod(0o755)
+    (release / COMPLETE).write_text(version + "\n")
+    os.symlink(f"releases/{version}", paths.current)
+    assert start_firmware(paths) == 0 and on_start(paths) == "no release on trial"
     return paths
 
 
