@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from device.update_bundle import UpdateRefused
-from device.update_check import current_version, read_json
+from device.update_check import current_version, read_json, write_json
 from device.update_fetch import download, partial_path
 from tests.update_support import installer, make_bundle, unit_with
 
@@ -132,3 +132,22 @@ def test_massager_update_cli_refuses_with_the_reason_and_installs(tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     assert current_version(paths) == "0.9.0"
     assert (paths.release("0.9.0") / "venv" / "bin" / "pip").exists()  # a unit's venvs carry their own pip
+
+
+def test_massager_update_request_installs_what_the_firmware_was_asked(tmp_path: Path, key: Ed25519PrivateKey,
+                                                                      serve: list[Server]) -> None:
+    paths = unit_with(tmp_path, key, "1.0.0")
+    bundle = make_bundle(tmp_path, key, "0.9.0")  # a downgrade: over MQTT never forced
+    server = Server(bundle.read_bytes())
+    serve.append(server)
+    write_json(paths.request, {"url": server.url, "bundle_size": bundle.stat().st_size})
+    proc = massager_update("--request", "--force", "--root", paths.root, "--no-restart")
+    assert proc.returncode == 1 and "refused (downgrade)" in proc.stderr
+    assert not paths.request.exists()  # taken: it runs once
+    assert read_json(paths.result)["code"] == "downgrade"  # what the firmware then publishes
+    server.data = make_bundle(tmp_path, key, "1.1.0").read_bytes()
+    write_json(paths.request, {"url": server.url, "bundle_size": len(server.data)})
+    proc = massager_update("--request", "--root", paths.root, "--no-restart")
+    assert proc.returncode == 0, proc.stderr
+    assert current_version(paths) == "1.1.0" and read_json(paths.pending)["previous"] == "1.0.0"
+    assert massager_update("--request", "--root", paths.root).returncode == 0  # nothing asked: nothing done
