@@ -334,3 +334,16 @@ def test_discovery_follows_the_configured_prefixes() -> None:
     assert msgs["status"].topic == "ha/sensor/unit7/status/config"
     assert msgs["status"].config["state_topic"] == "spa/unit7/state"
     assert msgs["problem"].config["state_topic"] == "spa/unit7/event"
+
+
+def test_discovery_firmware_update_shows_installed_and_latest_and_installs() -> None:
+    update = _messages()["firmware_update"].config
+    assert update["device_class"] == "firmware" and update["command_topic"] == "massager/unit7/cmd"
+    assert parse_command(json.loads(update["payload_install"])).action == "update"
+    assert json.loads(value_of(update, IDLE)) == {"installed_version": __version__,
+                                                  "latest_version": __version__}
+    announced = {**IDLE, "firmware_update": {"installed": __version__, "latest": "9.9.9"}}
+    assert json.loads(value_of(update, announced)) == {"installed_version": __version__,
+                                                       "latest_version": "9.9.9"}
+    unset = {**IDLE, "firmware_update": None}  # the simulation: no updates
+    assert json.loads(value_of(update, unset))["latest_version"] == __version__
