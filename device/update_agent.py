@@ -22,7 +22,7 @@ from device import __version__
 from device.commands import CommandError
 from device.update_bundle import Manifest, UpdateRefused, parse_version, trusted_keys, verify_signature
 from device.update_check import UpdatePaths, mark_good, read_json, write_json
-from device.update_install import ACTIVITY
+from device.update_install import ACTIVITY, installer_running
 from modes.session import Status
 
 if TYPE_CHECKING:
@@ -117,8 +117,10 @@ class UpdateAgent:
         return (self.requested and self.paths.request.exists()) or self._step() in IN_PROGRESS
 
     def _step(self) -> str | None:
+        """The installer's step while one runs (a killed installer's last step is not progress)."""
         status = read_json(self.paths.status)
-        return status.get("state") if isinstance(status, dict) else None
+        step = status.get("state") if isinstance(status, dict) else None
+        return step if step in IN_PROGRESS and installer_running(self.paths) else None
 
     # -- announcements ------------------------------------------------------------------------
 
@@ -157,6 +159,8 @@ class UpdateAgent:
         """The state's ``update`` field."""
         status, result = self._files
         step = status.get("state") if isinstance(status, dict) else None
+        if step in IN_PROGRESS and not installer_running(self.paths):
+            step = "interrupted"  # an installer that was killed or lost its power; nothing runs now
         if self.requested and self.paths.request.exists():
             step = "requested"
         return {

@@ -62,6 +62,7 @@ SPARE_BYTES = 16 << 20
 PIP_TIMEOUT_S = 600.0
 ACTIVITY = Path("run/massager/activity.json")  # written by the running firmware (device/update_agent.py)
 STATE_FILE = Path("var/lib/massager/state.json")
+LOCK_NAME = "install.lock"  # held (flock) while an installer runs
 Busy = Callable[[], str | None]
 
 
@@ -81,6 +82,20 @@ def firmware_busy(root: Path) -> str | None:
         if stored.latched_fault is not None:
             return f"fault {stored.latched_fault.code} is latched (stored); reset it first"
     return None
+
+
+def installer_running(paths: UpdatePaths) -> bool:
+    """Whether an installer holds the install lock now (its progress file may outlive a killed one)."""
+    try:
+        with open(paths.state / LOCK_NAME) as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
 
 
 def restart_firmware() -> None:
@@ -146,7 +161,7 @@ class Installer:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        with open(self.paths.state / "install.lock", "w") as lock:
+        with open(self.paths.state / LOCK_NAME, "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

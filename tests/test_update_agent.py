@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -143,9 +144,17 @@ async def test_update_over_mqtt_announced_requested_and_gated(tmp_path: Path, br
         assert reply["ok"] is False and "already in progress" in reply["error"]
         activity = read_json(paths.root / "run/massager/activity.json")
         assert activity == {"status": "idle", "fault": None}
-        # the installer reports progress; the state carries it
-        write_json(paths.status, {"state": "pip", "version": "9.9.9", "progress": None, "message": None})
-        paths.request.unlink()
-        await w.wait_state(lambda s: s["firmware_update"]["state"] == "pip"
-                           and s["firmware_update"]["in_progress"])
+        # the installer (holding its lock) reports progress; the state carries it
+        with open(paths.state / "install.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            write_json(paths.status, {"state": "pip", "version": "9.9.9", "progress": None, "message": None})
+            paths.request.unlink()
+            await w.wait_state(lambda s: s["firmware_update"]["state"] == "pip"
+                               and s["firmware_update"]["in_progress"])
+            reply = await w.command({"action": "update"})
+            assert reply["ok"] is False and "already in progress" in reply["error"]
+        # an installer killed mid-step leaves its last step behind: not progress, and no lock-out
+        await w.wait_state(lambda s: s["firmware_update"]["state"] == "interrupted"
+                           and not s["firmware_update"]["in_progress"])
+        assert (await w.command({"action": "update"}))["ok"]
     assert not (paths.root / "run/massager/activity.json").exists()  # stopped: nothing is busy
