@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device import __version__
 from device import commands as cmds
@@ -27,6 +27,9 @@ from device.safety import Fault, Supervisor
 from modes.limits import ZONES
 from modes.session import CommandRefused, Session, Status
 from modes.signals import Sample
+
+if TYPE_CHECKING:
+    from device.update_agent import UpdateAgent
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,7 @@ class Device:
         self.problem_seq = 0
         self._warned: set[str] = set()
         self._wifi: tuple[float, int | None] = (-1e9, None)
+        self.updates: UpdateAgent | None = None  # field updates (device/update_agent.py), when installed
         controller.on_pass = self.on_pass
         controller.on_fault = self.on_fault
         store.on_result = self._storage_result
@@ -337,6 +341,12 @@ class Device:
             elif action == "reset_fault":
                 self.reset_fault()
                 return None
+            elif action == "update":
+                if self.updates is None:
+                    raise CommandError("action", "update refused: updates are not available here")
+                self.updates.request(command.url)
+                self._changed("update")
+                return None
             else:  # pragma: no cover - the command models allow no other action
                 raise CommandError("action", f"unknown action {action!r}")
         except CommandRefused as exc:
@@ -459,6 +469,7 @@ class Device:
             "firmware": __version__,
             "usage": self._usage(),
             "wifi_dbm": self._wifi_dbm(),
+            "firmware_update": self.updates.state() if self.updates is not None else None,
         }
 
     def _usage(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(info)
     info.add_argument("--json", action="store_true", help="JSON output")
 
+    update = sub.add_parser("update", help="install a signed firmware update bundle (root; docs/technician.md)")
+    update.add_argument("source", nargs="?", metavar="FILE|URL", help="the bundle, a file or an http(s) URL")
+    update.add_argument("--force", action="store_true",
+                        help="technicians only: allow the same or an older version (a downgrade)")
+    update.add_argument("--request", action="store_true",
+                        help="install what the firmware was asked for over MQTT (massager-update.service)")
+    update.add_argument("--no-restart", action="store_true", help="switch, but leave the service running")
+    update.add_argument("--root", type=Path, default=Path(os.environ.get("MASSAGER_ROOT") or "/"),
+                        help=argparse.SUPPRESS)  # tests: every path under this folder
+
     safe_off = sub.add_parser("safe-off", help="drive every output off (systemd ExecStopPost)")
     _add_overrides(safe_off)
     safe_off.add_argument("--sim", action="store_true", help="on mock pins (for tests)")
@@ -141,6 +152,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("device.bench", "bench_main"),
     "info": ("device.info", "info_main"),
     "safe-off": ("device.app", "safe_off_main"),
+    "update": ("device.update_install", "update_main"),
 }
 
 

@@ -100,8 +100,15 @@ class ResetFault(_Base):
     action: Literal["reset_fault"]
 
 
-Command = Annotated[Start | Set | Stop | Pause | Resume | ResetFault, Field(discriminator="action")]
-ACTIONS = ("start", "stop", "pause", "resume", "set", "reset_fault")
+class Update(_Base):
+    """Install a signed firmware update (idle, no fault latched): from ``url``, else the announced one."""
+
+    action: Literal["update"]
+    url: str | None = Field(None, min_length=8, max_length=2048)
+
+
+Command = Annotated[Start | Set | Stop | Pause | Resume | ResetFault | Update, Field(discriminator="action")]
+ACTIONS = ("start", "stop", "pause", "resume", "set", "reset_fault", "update")
 _COMMAND = TypeAdapter(Command)
 
 
@@ -137,7 +144,7 @@ def _first_error(exc: ValidationError) -> CommandError:
     return CommandError(field, f"{err['msg']} (got {err.get('input')!r})")
 
 
-def parse_command(data: Any) -> Start | Set | Stop | Pause | Resume | ResetFault:
+def parse_command(data: Any) -> Start | Set | Stop | Pause | Resume | ResetFault | Update:
     """Validate a decoded JSON value as a command; raises CommandError naming the field."""
     if not isinstance(data, dict):
         raise CommandError(None, f"expected a JSON object, got {type(data).__name__}")

@@ -306,4 +306,10 @@ def discovery_messages(
         entity_category="diagnostic", icon="mdi:sd")
     add("sensor", "firmware", "Firmware",
         **state("value_json.firmware"), entity_category="diagnostic", icon="mdi:chip")
+    # Installed and newest announced version (<prefix>/updates/latest); Install sends the update command.
+    add("update", "firmware_update", "Firmware update",
+        **state("{'installed_version': value_json.firmware, 'latest_version': "
+                "(value_json['firmware_update'] or {}).get('latest', value_json.firmware)} | tojson"),
+        command_topic=topics.cmd, payload_install=command("update"), device_class="firmware",
+        entity_category="config")
     return messages

@@ -278,6 +278,7 @@ class MqttBridge:
         self.feeds: list[MqttFeed] = [feed for extension in extensions for feed in extension.feeds]
         for topic in [r.reply for r in self.requests.values()] + [f.topic for f in self.feeds]:
             self._under_base(topic)  # a bad topic fails here, at start, not on the first message
+        self.updates_topic = f"{settings.topic_prefix}/updates/latest"  # fleet-wide, retained
         self.bucket = TokenBucket(rate=command_rate_per_s, burst=command_burst)
         self.state_min_gap_s = state_min_gap_s
         self.discovery_min_gap_s = discovery_min_gap_s
@@ -450,12 +451,16 @@ class MqttBridge:
         subscriptions = [self.topics.cmd, *self.requests]
         if self.settings.discovery:
             subscriptions.append(self.ha_status_topic)
+        if self.device.updates is not None:
+            subscriptions.append(self.updates_topic)
         for topic in subscriptions:
             await client.subscribe(topic, qos=1)
         await client.publish(self.topics.availability, b"online", qos=1, retain=True)
         await self._publish_state(client)
         await self._publish_discovery(client)
         self.announced += 1
+        if self.device.updates is not None:
+            self.device.updates.on_mqtt_online()  # the health gate of a new release
         async with asyncio.TaskGroup() as group:
             group.create_task(self._receive(client), name="mqtt-receive")
             group.create_task(self._state_loop(client), name="mqtt-state")
@@ -558,6 +563,10 @@ class MqttBridge:
                 await self._request(client, message, request)
             elif topic.matches(self.ha_status_topic) and message.payload == b"online" and not message.retain:
                 self._discovery_wanted.set()  # coalesced and paced by the discovery task
+            elif topic.matches(self.updates_topic) and self.device.updates is not None:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                self.device.updates.on_announcement(payload)  # retained: what the fleet should run
+                self._changed.set()
             if self._stopping:
                 return
             await asyncio.sleep(0)

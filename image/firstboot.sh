@@ -16,7 +16,7 @@ BOOT="${MASSAGER_BOOT:-/boot/firmware}"
 CONSOLE="${MASSAGER_CONSOLE:-/dev/console}"
 LEDS="${MASSAGER_LEDS:-/sys/class/leds}"
 PAYLOAD="$BOOT/massager"
-VENV=/opt/massager/venv
+OPT=/opt/massager
 MODE=firstrun
 [ "${1:-}" = "--cloud-init" ] && MODE=cloud-init
 
@@ -80,15 +80,34 @@ install -d -m 0755 "$ROOT/etc/massager/programs"
 chmod 0755 "$ROOT/etc/massager/programs"
 
 # The firmware in its own venv with every wheel of the payload, the pin backend (lgpio) included: nothing
-# comes from the base's system packages. Rebuilt from scratch on every attempt.
-step "installing the firmware into $VENV"
-rm -rf "$ROOT$VENV"
+# comes from the base's system packages. Rebuilt from scratch on every attempt. Laid out as field updates
+# expect (docs/technician.md "Field updates"): the release in $OPT/releases/<version> (COMPLETE written
+# last), $OPT/current pointing at it (a new link renamed over the old), $OPT/venv -> current/venv.
+set -- "$PAYLOAD"/wheels/massager-*.whl
+VERSION="${1##*/massager-}"
+VERSION="${VERSION%%-*}"
+RELEASE="$OPT/releases/$VERSION"
+VENV="$RELEASE/venv"
+step "installing the firmware $VERSION into $VENV"
+rm -rf "$ROOT$RELEASE"
 python3 -m venv "$ROOT$VENV"
 "$ROOT$VENV/bin/pip" install --no-index --no-cache-dir --find-links "$PAYLOAD/wheels" "$PAYLOAD"/wheels/*.whl
 # lgpio makes its notification pipe in LG_WD (default: the current folder, here the FAT partition).
 LG_WD="${TMPDIR:-/tmp}" "$ROOT$VENV/bin/python" -c "import lgpio, gpiozero, device.cli"
+sync
+echo "$VERSION" > "$ROOT$RELEASE/COMPLETE"
+ln -sfn "releases/$VERSION" "$ROOT$OPT/current.new"
+mv -T "$ROOT$OPT/current.new" "$ROOT$OPT/current"
+if [ -d "$ROOT$OPT/venv" ] && [ ! -L "$ROOT$OPT/venv" ]; then rm -rf "$ROOT$OPT/venv"; fi
+ln -sfn current/venv "$ROOT$OPT/venv"
 install -d "$ROOT/usr/local/bin"
-ln -sf "$VENV/bin/massager" "$ROOT/usr/local/bin/massager"
+ln -sf "$OPT/venv/bin/massager" "$ROOT/usr/local/bin/massager"
+# Field updates: the firmware writes its requests and health marks here, the installer (root) its progress.
+install -d -m 0750 "$ROOT/var/lib/massager/update"
+if getent passwd massager >/dev/null; then chown massager:massager "$ROOT/var/lib/massager" "$ROOT/var/lib/massager/update"; fi
+if ! ls "$ROOT/etc/massager/update-keys/"*.pem >/dev/null 2>&1; then
+    step "no trusted update keys in /etc/massager/update-keys: every update bundle will be refused"
+fi
 
 # Until the device is provisioned the broker has no users: nobody can connect.
 [ -e "$ROOT/etc/mosquitto/massager.passwd" ] || install -m 0640 /dev/null "$ROOT/etc/mosquitto/massager.passwd"
@@ -101,6 +120,7 @@ step "applying the provisioning bundle (if any)"
 MASSAGER_ROOT="$ROOT" MASSAGER_BOOT="$BOOT" "$ROOT/usr/local/sbin/massager-apply-provision"
 
 systemctl ${ROOT:+--root="$ROOT"} enable mosquitto.service massager-provision.service massager.service
+systemctl ${ROOT:+--root="$ROOT"} enable massager-update.path massager-update-check.timer
 # The phone remote's page: lighttpd under massager-remote.service, when the image carries lighttpd
 # (build-image --debs with lighttpd and lighttpd-mod-deflate); Debian's own lighttpd.service would take
 # port 80 with its default site, so it stays off.

@@ -32,6 +32,11 @@ EXPECTED_FILES = {  # destination on the Pi -> (mode, source in the repository)
     "/etc/mosquitto/conf.d/massager.conf": ("0644", "image/mosquitto/massager.conf"),
     "/usr/local/sbin/massager-apply-provision": ("0755", "image/massager-apply-provision"),
     "/etc/systemd/system/massager-remote.service": ("0644", "systemd/massager-remote.service"),
+    "/etc/systemd/system/massager-update.service": ("0644", "systemd/massager-update.service"),
+    "/etc/systemd/system/massager-update.path": ("0644", "systemd/massager-update.path"),
+    "/etc/systemd/system/massager-update-check.service": ("0644", "systemd/massager-update-check.service"),
+    "/etc/systemd/system/massager-update-check.timer": ("0644", "systemd/massager-update-check.timer"),
+    "/usr/local/sbin/massager-update-check": ("0755", "device/update_check.py"),
 }
 REMOTE_FILES = {  # the phone remote's page, file by file
     f"/usr/share/massager/remote/{p.relative_to(REPO / 'remote').as_posix()}": p
@@ -310,3 +315,21 @@ def test_build_image_ships_the_pin_backend_and_never_powers_off_a_failed_first_b
     assert fat_read(out, "massager/wheels/lgpio-0.2.2.0-cp311-cp311-manylinux_2_34_aarch64.whl") is not None
     cmdline = (fat_read(out, "cmdline.txt") or b"").decode()
     assert "systemd.run_failure_action=none" in cmdline and "poweroff" not in cmdline
+
+
+def test_build_image_carries_the_update_keys_and_refuses_a_private_key(tmp_path: Path) -> None:
+    from device.update_bundle import generate_key
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    generate_key(tmp_path / "release.key", keys / "release-2026.pem")
+    base = make_base_image(tmp_path)
+    out, proc = build(tmp_path, base, "out.img", "--update-keys", keys)
+    assert proc.returncode == 0, proc.stderr
+    assert fat_read(out, "massager/files/etc/massager/update-keys/release-2026.pem") == \
+        (keys / "release-2026.pem").read_bytes()
+    assert "0644 root /etc/massager/update-keys/release-2026.pem" in \
+        (fat_read(out, "massager/install.list") or b"").decode()
+    (keys / "oops.pem").write_bytes((tmp_path / "release.key").read_bytes())  # a private key, named .pem
+    out, proc = build(tmp_path, base, "out2.img", "--update-keys", keys)
+    assert proc.returncode == 1 and "not a public key" in proc.stderr and not out.exists()

@@ -35,6 +35,7 @@ REQUIRED_KEYS: dict[str, set[str]] = {
     "sensor": {"state_topic", "value_template"},
     "binary_sensor": {"state_topic", "payload_on", "payload_off", "device_class"},
     "event": {"state_topic", "event_types"},
+    "update": {"state_topic", "value_template", "command_topic", "payload_install"},
 }
 PROGRAMS = ["relax", "circulation", "deep_knead", "quick_boost"]
 ENTITIES = {
@@ -48,9 +49,9 @@ ENTITIES = {
     "pressure_foot": "sensor", "pressure_ankle": "sensor", "pressure_calf": "sensor",
     "connection": "binary_sensor", "wifi_signal": "sensor", "last_boot": "sensor", "sessions": "sensor",
     "run_hours": "sensor", "fault_count": "sensor", "last_fault": "sensor", "sensor_doubt": "binary_sensor",
-    "storage": "binary_sensor", "firmware": "sensor",
+    "storage": "binary_sensor", "firmware": "sensor", "firmware_update": "update",
 }
-CONFIG = {"timer", "heat_target", "skip_zones", "child_lock"}
+CONFIG = {"timer", "heat_target", "skip_zones", "child_lock", "firmware_update"}
 DIAGNOSTIC = {"temperature_pad_1", "temperature_pad_2", "pressure_foot", "pressure_ankle", "pressure_calf",
               "connection", "wifi_signal", "last_boot", "sessions", "run_hours", "fault_count", "last_fault",
               "sensor_doubt", "storage", "firmware"}
@@ -333,3 +334,16 @@ def test_discovery_follows_the_configured_prefixes() -> None:
     assert msgs["status"].topic == "ha/sensor/unit7/status/config"
     assert msgs["status"].config["state_topic"] == "spa/unit7/state"
     assert msgs["problem"].config["state_topic"] == "spa/unit7/event"
+
+
+def test_discovery_firmware_update_shows_installed_and_latest_and_installs() -> None:
+    update = _messages()["firmware_update"].config
+    assert update["device_class"] == "firmware" and update["command_topic"] == "massager/unit7/cmd"
+    assert parse_command(json.loads(update["payload_install"])).action == "update"
+    assert json.loads(value_of(update, IDLE)) == {"installed_version": __version__,
+                                                  "latest_version": __version__}
+    announced = {**IDLE, "firmware_update": {"installed": __version__, "latest": "9.9.9"}}
+    assert json.loads(value_of(update, announced)) == {"installed_version": __version__,
+                                                       "latest_version": "9.9.9"}
+    unset = {**IDLE, "firmware_update": None}  # the simulation: no updates
+    assert json.loads(value_of(update, unset))["latest_version"] == __version__

@@ -102,7 +102,11 @@ def test_firstboot_gives_the_venv_its_own_pin_backend(tmp_path: Path) -> None:
     dev = device(tmp_path)
     assert first_boot(dev).returncode == 0
     (venv,) = calls(dev, "python3")
-    assert venv == ["-m", "venv", str(dev["root"] / "opt/massager/venv")]  # no --system-site-packages
+    # no --system-site-packages; the release folder field updates switch between (docs/technician.md)
+    assert venv == ["-m", "venv", str(dev["root"] / "opt/massager/releases/0.1.0/venv")]
+    assert os.readlink(dev["root"] / "opt/massager/current") == "releases/0.1.0"
+    assert os.readlink(dev["root"] / "opt/massager/venv") == "current/venv"
+    assert (dev["root"] / "opt/massager/releases/0.1.0/COMPLETE").read_text() == "0.1.0\n"
     (pip,) = calls(dev, "pip")
     assert "--no-index" in pip
     assert any(Path(a).name.startswith("lgpio-") and a.endswith("_aarch64.whl") for a in pip)

@@ -30,7 +30,7 @@ from tests.mqtt_support import (
 
 STATE_FIELDS = {"status", "program", "intensity", "heat", "timer_min", "remaining_s", "temperature_c",
                 "pressure_mmhg", "outputs", "fault", "child_lock"}
-ENTITIES = 37  # discovery entities (tests/test_discovery.py lists them)
+ENTITIES = 38  # discovery entities (tests/test_discovery.py lists them)
 
 
 

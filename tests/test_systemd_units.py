@@ -34,6 +34,7 @@ def render(unit: Path, tmp_path: Path) -> Path:
     text = text.replace(
         "/usr/local/sbin/massager-apply-provision", str(REPO / "image/massager-apply-provision")
     )
+    text = text.replace("/usr/local/sbin/massager-update-check", str(REPO / "device/update_check.py"))
     rendered = tmp_path / unit.name
     rendered.write_text(text)
     return rendered
@@ -69,8 +70,32 @@ def exposure(unit: Path) -> float:
 
 def test_every_unit_is_shipped() -> None:
     assert [u.name for u in UNITS] == [
-        "massager-provision.service", "massager-remote.service", "massager.service"
+        "massager-provision.service", "massager-remote.service", "massager-update-check.service",
+        "massager-update.service", "massager.service"
     ]
+
+
+def test_update_path_and_timer_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    for name in ("massager-update.service", "massager-update-check.service"):
+        render(REPO / "systemd" / name, tmp_path)
+    for name in ("massager-update.path", "massager-update-check.timer"):
+        (tmp_path / name).write_text((REPO / "systemd" / name).read_text())
+    proc = subprocess.run(
+        [SYSTEMD_ANALYZE or "systemd-analyze", "verify", str(tmp_path / "massager-update.path"),
+         str(tmp_path / "massager-update-check.timer")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "massager" not in proc.stderr, proc.stderr
+
+
+def test_massager_service_checks_the_release_on_trial_before_every_start() -> None:
+    s = settings(REPO / "systemd/massager.service")
+    assert s["Service.ExecStartPre"] == ["+/usr/local/sbin/massager-update-check --start"]
+    # the check rolls back after 3 starts on trial: before systemd's start limit stops restarting
+    from device.update_check import MAX_STARTS
+
+    assert int(s["Unit.StartLimitBurst"][0]) > MAX_STARTS
 
 
 def test_remote_service_is_unprivileged_and_serves_only_the_page(tmp_path: Path) -> None:
