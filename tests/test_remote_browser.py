@@ -438,8 +438,12 @@ def test_remote_shows_a_plant_fault_and_the_reason_a_reset_is_refused(browser: A
     # STOP is accepted while a fault is latched.
     click(browser, "stop")
     wait_page(browser, "the stop confirmed", lambda b: text(b, "stop-result") == "Stop: done.")
-    # Once the plant is healthy again the same button resets the fault.
+    # Once the plant is healthy again the same button resets the fault. (The clear and the page's reset
+    # travel on different connections: wait until the plant is healthy and the device has read it so.)
     plant.inject("clear")
+    plant.wait("the plant healthy again", lambda: (plant.get("sim/plant") or {}).get("faults") == [])
+    plant.wait("both thermistors read again", lambda: all(
+        v is not None for v in ((plant.get("state") or {}).get("temperature_c") or {"x": None}).values()))
     click(browser, "reset")
     click(browser, "reset-confirm")
     wait_page(browser, "the banner gone after a reset",
