@@ -21,7 +21,7 @@ from device.safety import Expectations, Fault, FaultCode, Supervisor
 from device.safety.air import AirChecks
 from device.safety.faults import EPS, NOTHING_EXPECTED, RATE_MIN_DT_S, Trip, beside
 from device.safety.heat import HeatChecks
-from device.safety.motors import MotorChecks
+from device.safety.motors import REST_SETTLE_S, MotorChecks
 from device.safety.power import RAIL_SETTLE_S, PowerChecks
 from device.safety.sensors import SensorChecks
 from device.sim import SimRig, build_sim
@@ -1509,3 +1509,23 @@ def test_sensors_doubt_names_each_problem_at_rest() -> None:
     assert doubt(pressure={"calf": None}, errors={"calf": "stuck at the rail"}) == (
         "pressure sensor calf: stuck at the rail")
     assert doubt() is None
+
+
+def test_power_and_motor_doubt_settle_times_count_from_the_switch_and_their_edges_are_inclusive() -> None:
+    welded = "the 12 V rail reads 7.0 V with the relay commanded off (above 6.0 V): the relay is welded"
+    power = PowerChecks(Safety())
+    power.check(make_sample(5.0, rail_v=7.0), NOTHING_EXPECTED)  # the relay seen off from 5 s
+    assert power.doubt(make_sample(5.1, rail_v=7.0)) is None  # still settling
+    assert power.doubt(make_sample(5.2, rail_v=7.0)) == welded
+    power = PowerChecks(Safety())
+    power.check(make_sample(0.0, rail_v=7.0), NOTHING_EXPECTED)
+    assert power.doubt(make_sample(exactly_after(0.0, RAIL_SETTLE_S - EPS), rail_v=7.0)) == welded
+    calf_off = motors_at((0.0, 0.0), (0.31, 0.0))
+    drawing = "calf_rollers draws 0.31 A while off (at most 0.3 A at rest)"
+    motors = MotorChecks(Safety())
+    motors.check(calf_off(5.0), NOTHING_EXPECTED)  # off from 5 s
+    assert motors.doubt(calf_off(5.5)) is None  # may still coast
+    assert motors.doubt(calf_off(6.0)) == drawing
+    motors = MotorChecks(Safety())
+    motors.check(calf_off(0.0), NOTHING_EXPECTED)
+    assert motors.doubt(calf_off(exactly_after(0.0, REST_SETTLE_S - EPS))) == drawing
