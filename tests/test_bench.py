@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +11,17 @@ from typing import Any
 
 from device.bench import EXPECTED_CODES, LATENCIES, check_targets, combine_runs
 
+REPO = Path(__file__).resolve().parent.parent
 FLOOD_ONLY = {"command_under_flood"}  # other commands may be dropped in a flood: counted, not judged
 WEB_FIGURES = ("broker_plain", "broker_ws", "command_plain", "tap")
 
 
 def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
+    path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))  # this checkout's code
     result = subprocess.run(
         [sys.executable, "-m", "device", "bench", "--quick", "--json"],
         capture_output=True, text=True, timeout=420, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(result.stdout)
