@@ -469,6 +469,26 @@ class Phone:
         self.client.disconnect()
 
 
+def storage_baseline(directory: Path, trials: int) -> list[float]:
+    """The state store's own write time: both copies of a state written as a ``set`` saves them (write,
+    fsync, rename, directory fsync, twice), on the same file system as the firmware's state."""
+    from device.persist import StateStore, StoredState
+
+    store = StateStore(directory)
+    state = StoredState()
+    latencies = []
+    try:
+        for n in range(trials):
+            state.preferences.intensity = 2 + n % 2
+            t0 = time.monotonic()
+            store.save(state)
+            latencies.append(time.monotonic() - t0)
+            time.sleep(0.01)
+    finally:
+        store.close()
+    return latencies
+
+
 async def _command_latency(plan: Plan, port: int, workdir: Path, competing: bool) -> dict[str, list[float]]:
     """MQTT 5 commands from a separate client: ``start`` -> relay on (``command``) and -> its reply on the
     response topic (``command_reply``); ``set`` -> its reply, which comes once the settings are written
@@ -761,7 +781,7 @@ OVER_BROKER = ("command", "command_reply", "set_reply", "command_competing", "co
                "set_reply_competing")
 SIM_SPEED_MIN = 500.0
 LATENCIES = ("trip_temperature", "trip_temperature_competing", "trip_pressure", "deadman", "button",
-             "button_competing", "broker_baseline", "command", "command_reply", "set_reply",
+             "button_competing", "broker_baseline", "storage_baseline", "command", "command_reply", "set_reply",
              "command_competing", "command_reply_competing", "set_reply_competing", "broker_under_flood",
              "command_under_flood", "stop_under_flood", "stop_reply_under_flood", "loop_jitter",
              "loop_jitter_competing")
@@ -795,12 +815,16 @@ def check_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if problem is not None:
                 verdicts[key].update(met=False, why=problem)
     base = results.get("broker_baseline", {}).get("p99")
+    storage = results.get("storage_baseline", {}).get("p99")
     for section in OVER_BROKER:
         p99 = results.get(section, {}).get("p99")
         if section not in results:
             continue
-        over = None if p99 is None or base is None else round(p99 - base, 3)
-        verdicts[f"{section}.p99_over_broker"] = {"value": over, "target": OVER_BROKER_MS,
+        # A set is answered once its settings are written: its reply includes the disk's own write time.
+        disk = (storage or 0.0) if section.startswith("set_reply") else 0.0
+        over = None if p99 is None or base is None else round(p99 - base - disk, 3)
+        name = "p99_over_broker_and_storage" if section.startswith("set_reply") else "p99_over_broker"
+        verdicts[f"{section}.{name}"] = {"value": over, "target": OVER_BROKER_MS,
                                                   "met": over is not None and over <= OVER_BROKER_MS}
     speeds = [v["speedup"] for v in results.get("sim_speed", {}).values()]
     if speeds:
@@ -872,6 +896,7 @@ def run_bench(plan: Plan, progress: Callable[[str], None] = lambda _m: None, *,
                 _proc, port = broker
                 progress("MQTT command and reply latency and the broker's own latency")
                 results["broker_baseline"] = summary(broker_baseline(port, plan.trials))
+                results["storage_baseline"] = summary(storage_baseline(workdir / "state-storage", plan.trials))
                 for competing in (False, True):
                     found = asyncio.run(_command_latency(plan, port, workdir, competing))
                     results.update({key: summary(values) for key, values in found.items()})

@@ -54,7 +54,7 @@ def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
     targets = data["targets"]
     assert {"trip_temperature.p99", "trip_pressure.p99", "deadman.p99", "button.p99", "button_competing.p99",
             "loop_jitter.p99", "footprint.ready_s", "footprint.idle_cpu_pct", "command.p99_over_broker",
-            "command_reply.p99_over_broker", "set_reply.p99_over_broker",
+            "command_reply.p99_over_broker", "set_reply.p99_over_broker_and_storage",
             "command_competing.p99_over_broker", "sim_speed.min_speedup", "stop_under_flood.max",
             "web.tap.p99_over_broker", "web.page.transferred_bytes",
             "web.page.first_state_ms"} <= targets.keys()
