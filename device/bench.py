@@ -846,7 +846,15 @@ def _web_verdicts(web: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if skipped is not None:
         return {key: {"value": None, "target": target, "met": False, "skipped": skipped}
                 for key, target in keys.items()}
-    verdicts = {f"web.{key}": value for key, value in web.get("targets", {}).items()}
+    tap, base = web.get("tap", {}).get("p99"), web.get("broker_plain", {}).get("p99")
+    over = None if tap is None or base is None else round(tap - base, 3)
+    weight = web.get("page", {}).get("transferred_bytes")
+    verdicts = {
+        "web.tap.p99_over_broker": {"value": over, "target": TARGET_TAP_OVER_BROKER_MS,
+                                    "met": over is not None and over <= TARGET_TAP_OVER_BROKER_MS},
+        "web.page.transferred_bytes": {"value": weight, "target": TARGET_PAGE_BYTES,
+                                       "met": weight is not None and weight < TARGET_PAGE_BYTES},
+    }
     first = web.get("page", {}).get("first_state_ms")
     verdicts["web.page.first_state_ms"] = {"value": first, "target": "reported", "met": first is not None}
     return verdicts
