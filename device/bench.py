@@ -964,6 +964,8 @@ def combine_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
             if any(isinstance(v, dict) for v in values) and key != "codes":
                 med[key], bad[key] = {}, {}
                 walk(values, med[key], bad[key])
+            elif key == "n":  # samples add up over runs
+                med[key] = bad[key] = sum(v for v in values if isinstance(v, int))
             elif key == "codes":  # fault codes add up over runs
                 total: dict[str, int] = {}
                 for codes in values:

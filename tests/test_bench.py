@@ -85,7 +85,7 @@ def test_bench_combine_runs_reports_median_and_worst() -> None:
     assert combined["median"]["trip_pressure"]["p99"] == 20.0
     assert combined["worst"]["trip_pressure"]["p99"] == 30.0
     assert combined["median"]["trip_pressure"]["codes"] == {"OVER_PRESSURE": 9}
-    assert combined["median"]["trip_pressure"]["trials"] == 9
+    assert combined["median"]["trip_pressure"]["trials"] == 9 and combined["median"]["trip_pressure"]["n"] == 9
     assert combined["worst"]["sim_speed"]["relax"]["speedup"] == 400.0  # for a speed the worst is the lowest
     ready = combined["targets"]["footprint.ready_s"]
     assert ready["value"] == 0.9 and ready["met"] is True
