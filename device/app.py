@@ -401,11 +401,9 @@ def run_main(args: argparse.Namespace, config: Config) -> int:
 
 
 def settle_heap() -> None:
-    """Exempt everything built so far from the cyclic GC: a later full collection then scans only newer objects.
-
-    Imports, config and the app's parts live as long as the process; a full collection over them (some
-    40,000 objects) held the event loop 15-85 ms, often inside a command that allocated the last straw.
-    """
+    """Exempt everything built so far from the cyclic GC: later full collections scan only newer objects."""
+    # Imports, config and the app's parts live as long as the process; a full collection over them (some
+    # 40,000 objects) held the event loop 15-85 ms, often inside the command that allocated the last straw.
     gc.freeze()
 
 
