@@ -42,8 +42,10 @@ TRIP_TEMP_C = 36.05  # a tightened trip so that trials cycle fast: the code path
 BASE_TEMP_C = 35.98
 CROSS_TEMP_C = 36.10  # one sample above the trip: 0.12 °C in a 40-50 ms sample is far below the jump limit
 # The trip trials' plant has quieter thermistors (1-sigma 0.005 °C, nominal 0.02): with the nominal noise a
-# one-sample step across the trip sometimes also read as a jump (TEMP_SENSOR_FAULT, 17 of 200 trials).
-TRIP_PLANT = PlantParams(temp_noise_c=0.005)
+# one-sample step across the trip sometimes also read as a jump (TEMP_SENSOR_FAULT, 17 of 200 trials). Its
+# surroundings are at the base temperature, so the pad rests there: forcing it up from 28.5 °C read as
+# heating with the heater off (HEATER_RUNAWAY in the first trial of a run).
+TRIP_PLANT = PlantParams(temp_noise_c=0.005, air_c=BASE_TEMP_C, skin_c=BASE_TEMP_C)
 PRESSURE_ZONE = "foot"  # the zone every built-in program connects first (relax: alone for its first 6 s)
 BLOCK_S = 0.65  # how long a deadman trial blocks the event loop
 EXPECTED_CODES = {  # what each fault trial must latch; any other code fails its figure
