@@ -558,8 +558,10 @@ async def _flood_latency(plan: Plan, port: int, workdir: Path) -> dict[str, list
                                      "command_under_flood": [], "broker_under_flood": [],
                                      "command_under_flood_executed": []}
     topic = f"{app.config.mqtt.topic_prefix}/benchflood/cmd"
-    junk = b"\n".join([b'{"action": "set", "intensity": 3}', b"junk", b'{"action": "start"}', b"[]"] *
-                      (FLOOD_MESSAGES // 4)) + b"\n"
+    # Built at run time, not as bytes literals: hypothesis draws byte strings from the code base's constants,
+    # and a valid command among them would act in the fuzz test that feeds the device random bytes.
+    mixed = [json.dumps({"action": "set", "intensity": 3}), "junk", json.dumps({"action": "start"}), "[]"]
+    junk = "\n".join(mixed * (FLOOD_MESSAGES // 4)).encode() + b"\n"
     stopped_at: list[float] = []
     app.device.subscribe(lambda reason: stopped_at.append(time.monotonic()) if reason == "stop" else None)
     seen_by_plain = threading.Event()
