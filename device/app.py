@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -402,6 +403,13 @@ def run_main(args: argparse.Namespace, config: Config) -> int:
     return asyncio.run(_run(args, config))
 
 
+def settle_heap() -> None:
+    """Exempt everything built so far from the cyclic GC: later full collections scan only newer objects."""
+    # Imports, config and the app's parts live as long as the process; a full collection over them (some
+    # 40,000 objects) held the event loop 15-85 ms, often inside the command that allocated the last straw.
+    gc.freeze()
+
+
 async def _run(args: argparse.Namespace, config: Config) -> int:
     app: App[Any]
     try:
@@ -415,6 +423,7 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         log.critical("%s", exc)
         return 1
     install_optional_tasks(app, args)
+    settle_heap()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_stop)
@@ -468,4 +477,5 @@ def safe_off_main(args: argparse.Namespace, config: Config) -> int:
     return 0 if off else 1
 
 
-__all__ = ["App", "PiRig", "first_start_preferences", "pi_app", "run_main", "safe_off_main", "session_settings"]
+__all__ = ["App", "PiRig", "first_start_preferences", "pi_app", "run_main", "safe_off_main", "session_settings",
+           "settle_heap"]

@@ -140,17 +140,14 @@ async def _firmware_trials(host: RemoteHost, driver: Any, trials: int, workdir: 
     """The firmware in-process; ``trials`` taps on the page and ``trials`` plain-MQTT starts."""
     import paho.mqtt.client as mqtt
 
-    from device.app import install_optional_tasks
-    from device.bench import AppProbe
-    from device.sim import sim_app
+    from device.bench import AppProbe, bench_app
 
     config = load_config(None, {
         "state_dir": str(workdir / "state"), "programs_dir": None, "device_id": host.device_id,
         "panel.buzzer_muted": True, "mqtt.host": "127.0.0.1", "mqtt.port": host.mqtt_port,
         "mqtt.username": host.device_id, "mqtt.password": host.device_password, "mqtt.discovery": False,
     })
-    app = sim_app(config)
-    install_optional_tasks(app, argparse.Namespace(dashboard=False))
+    app = bench_app(config)
     out: dict[str, list[float]] = {"tap": [], "command_plain": []}
     offset = time.time() - time.monotonic()  # the mock pins stamp changes with time.monotonic()
 

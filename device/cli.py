@@ -51,6 +51,16 @@ def _time_scale(text: str) -> float:
     return value
 
 
+def _repeat(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 1 <= value <= 50:
+        raise argparse.ArgumentTypeError(f"must be 1-50, got {value}")
+    return value
+
+
 def _plant_seed(text: str) -> int:
     try:
         return int(text)
@@ -102,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(bench)
     bench.add_argument("--json", action="store_true", help="JSON output")
     bench.add_argument("--quick", action="store_true", help="a short run for smoke tests")
+    bench.add_argument("--repeat", type=_repeat, default=1, metavar="N",
+                       help="run the whole plan N times; report each figure's median and worst run")
 
     info = sub.add_parser("info", help="firmware version, device id, usage counters, last faults")
     _add_overrides(info)

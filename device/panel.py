@@ -1,7 +1,7 @@
 """The front panel: buttons into the one command path; status LED, heat LED, intensity bar and buzzer.
 
-Buttons (gpiozero ``Button``, pull-up, debounced) call back on gpiozero's threads; each callback only
-posts ``(button, pressed)`` into an asyncio queue with ``loop.call_soon_threadsafe``. The panel task
+Buttons (gpiozero ``DigitalInputDevice``, pull-up, debounced) call back on gpiozero's threads; each callback
+only posts ``(button, pressed)`` into an asyncio queue with ``loop.call_soon_threadsafe``. The panel task
 drains the queue every frame on the injected clock, times long presses and the child-lock hold on
 that clock too (so they work in virtual time and with ``--time-scale``), and draws the LEDs and the
 buzzer from the device's state, re-read when ``Device.subscribe`` flags a change and once a second.
@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from gpiozero import LED, RGBLED, Button, Buzzer, LEDBarGraph
+from gpiozero import LED, RGBLED, Buzzer, DigitalInputDevice, LEDBarGraph
 
 from device.commands import CommandError, Set, Start, Stop
 from device.tasks import TaskContext
@@ -174,14 +174,16 @@ class Panel:
         self._devices: list[Any] = []
         bounce = cfg.panel.bounce_s or None
         try:
-            self.buttons: dict[str, Button] = {}
+            # Not gpiozero's Button: its hold thread would wake ten times a second per button, and the
+            # panel times long presses itself on the app's clock.
+            self.buttons: dict[str, DigitalInputDevice] = {}
             for name in BUTTONS:
                 button = self._add(
-                    Button(getattr(pins, f"button_{name}"), pull_up=True, bounce_time=bounce,
-                           hold_time=self.long_press_s, pin_factory=pin_factory)
+                    DigitalInputDevice(getattr(pins, f"button_{name}"), pull_up=True, bounce_time=bounce,
+                                       pin_factory=pin_factory)
                 )
-                button.when_pressed = partial(self._post, name, True)
-                button.when_released = partial(self._post, name, False)
+                button.when_activated = partial(self._post, name, True)
+                button.when_deactivated = partial(self._post, name, False)
                 self.buttons[name] = button
             self.status_led: RGBLED = self._add(
                 RGBLED(pins.led_status_red, pins.led_status_green, pins.led_status_blue,
@@ -437,12 +439,6 @@ class Panel:
             self._unsubscribe = None
             with contextlib.suppress(ValueError):
                 unsubscribe()
-        # Each Button's hold thread polls every 0.1 s and close() joins it: ask them all to stop
-        # first, so closing five buttons takes one poll instead of five (this runs on the event loop).
-        for device in self._devices:
-            hold_thread = getattr(device, "_hold_thread", None)
-            if hold_thread is not None:
-                hold_thread.stopping.set()
         for device in reversed(self._devices):
             try:
                 device.close()

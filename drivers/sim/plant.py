@@ -73,6 +73,9 @@ THERMISTOR_MIN_C, THERMISTOR_MAX_C = -100.0, 500.0  # a drifting reading stays i
 SENSOR_RAIL_V = 3.3  # the analog sensors' supply: no sensor output leaves 0..this
 THERMAL_CUTOFF_RESET_C = 5.0  # a tripped thermal cutoff closes again this far below its rating
 MAX_STEP_S = 0.05  # physics sub-step (exponential updates stay stable at this size)
+# A conversion this soon after the last step reads the physics as it was: the eight conversions of one pass
+# (some 50 us apart) cost one step, not eight; the plant's fastest time constant is 0.3 s.
+OBSERVE_MIN_STEP_S = 0.001
 
 
 def _ground() -> float:
@@ -314,14 +317,14 @@ class Plant:
         self._follow_max_gap_s = max_gap_s
         self._followed_at = clock()
 
-    def catch_up(self) -> None:
-        """Step to the followed clock's now (no-op when not following or already there)."""
+    def catch_up(self, min_step_s: float = 0.0) -> None:
+        """Step to the followed clock's now (no-op when not following, or less than ``min_step_s`` behind)."""
         clock = self._follow_clock
         if clock is None:
             return
         now = clock()
         gap = now - self._followed_at
-        if gap > 0.0:
+        if gap > min_step_s:
             self._followed_at = now
             self.step(min(gap, self._follow_max_gap_s))
 
@@ -423,7 +426,7 @@ class Plant:
         inputs = [self._sources.get((address, channel), _ground) for channel in range(4)]
 
         def read(channel: int) -> float:
-            self.catch_up()
+            self.catch_up(OBSERVE_MIN_STEP_S)
             return inputs[channel]()
 
         return read
