@@ -260,6 +260,9 @@ class Hardware:
             motor_current_a=current,
             rail_v=rail,
             outputs=self.outputs(),
+            # A pass can be held between its time stamp and its reads (the OS took the core): the rate
+            # rules judge over the longest time two readings can be apart.
+            read_s=max(0.0, self._clock() - now),
             errors=errors,
         )
 

@@ -22,6 +22,7 @@ class Sample:
     outputs: Mapping[str, float | bool]  # read back from the drivers
     errors: Mapping[str, str] = field(default_factory=dict)  # sensor name -> why it has no value
     bus_error: str | None = None  # the I2C bus failed during this sample
+    read_s: float = 0.0  # the reads took this long after ``t``: each reading was taken in [t, t + read_s]
 
     @property
     def ok(self) -> bool:

@@ -1529,3 +1529,46 @@ def test_power_and_motor_doubt_settle_times_count_from_the_switch_and_their_edge
     motors = MotorChecks(Safety())
     motors.check(calf_off(0.0), NOTHING_EXPECTED)
     assert motors.doubt(calf_off(exactly_after(0.0, REST_SETTLE_S - EPS))) == drawing
+
+
+# -- a pass held between its time stamp and its reads (the host took the core) ---------------------------
+
+
+def test_air_fall_rule_judges_over_the_longest_time_the_readings_can_be_apart() -> None:
+    # Seen in a real-time test under load: "ankle fell 16.7 -> 5.3 mmHg in 0.05 s" from a healthy plant,
+    # whose reads came 0.3 s after the pass's time stamp.
+    def fall(read_s: float, to: float) -> Trip | None:
+        air = AirChecks(Safety())
+        air.check(make_sample(1.0, pressure={"ankle": 16.7}), NOTHING_EXPECTED)
+        late = dataclasses.replace(make_sample(1.05, pressure={"ankle": to}), read_s=read_s)
+        return air.check(late, NOTHING_EXPECTED)
+
+    held = fall(0.0, 5.3)
+    assert held is not None and held[0] is FaultCode.PRESSURE_SENSOR_FAULT and "in 0.05 s" in held[1]
+    assert fall(0.3, 5.3) is None  # a vent empties that much in 0.35 s
+    gone = fall(0.05, -20.0)
+    assert gone is not None and "in 0.10 s" in gone[1]  # still judged, over the longest interval
+
+
+def test_thermistor_jump_rule_judges_over_the_longest_time_the_readings_can_be_apart() -> None:
+    checks = sensor_checks()
+    sensors_at(checks, 1.0, 30.0)
+    late = dataclasses.replace(make_sample(1.5, temps={"pad_1": 40.0, "pad_2": 30.0}), read_s=2.0)
+    assert checks.check(late, NOTHING_EXPECTED) is None  # 10 °C in up to 2.5 s: 4 °C/s
+    checks = sensor_checks()
+    sensors_at(checks, 1.0, 30.0)
+    late = dataclasses.replace(make_sample(1.5, temps={"pad_1": 40.0, "pad_2": 30.0}), read_s=0.5)
+    assert checks.check(late, NOTHING_EXPECTED) == (
+        FaultCode.TEMP_SENSOR_FAULT,
+        "thermistor pad_1 jumped 30.0 -> 40.0 °C in 1.00 s (+10.0 °C/s, limit 5.0 °C/s)",
+    )
+
+
+def test_hardware_sample_says_how_long_its_reads_took_after_its_time_stamp(config: Config) -> None:
+    ticks = iter(range(1000))
+    rig = build_sim(config, clock=lambda: 0.25 * next(ticks))  # every look at the clock: 0.25 s later
+    try:
+        sample = rig.hardware.read_sample()
+        assert sample.read_s > 0.0 and sample.read_s == pytest.approx(0.25 * round(sample.read_s / 0.25))
+    finally:
+        rig.close()

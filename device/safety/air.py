@@ -88,19 +88,22 @@ class AirChecks:
                     f"{zone} zone at {beside(p, s.pressure_trip_mmhg[zone])} mmHg, "
                     f"trip is {s.pressure_trip_mmhg[zone]:.0f} mmHg"
                 )
-            trip = trip or self._check_fall(zone, t, p)
+            trip = trip or self._check_fall(zone, t, p, sample.read_s)
             trip = trip or self._check_vented(zone, t, p)
             trip = trip or self._check_setpoint(zone, t, p, expect.setpoints_mmhg.get(zone, 0.0))
             trip = trip or self._check_compression(zone, t)
         return pump or trip or self._check_fill(sample, pumping, connected, expect)
 
-    def _check_fall(self, zone: Zone, t: float, p: float) -> Trip | None:
-        """No zone can lose air faster than an open vent empties it: a faster drop is the sensor."""
+    def _check_fall(self, zone: Zone, t: float, p: float, read_s: float = 0.0) -> Trip | None:
+        """No zone can lose air faster than an open vent empties it: a faster drop is the sensor.
+
+        Judged over the longest time the two readings can be apart: this one was taken by ``t + read_s``.
+        """
         last = self._last.get(zone)
         self._last[zone] = (t, p)
         if last is None or t <= last[0]:
             return None
-        dt = t - last[0]
+        dt = t + read_s - last[0]
         allowed = last[1] * (1.0 - math.exp(-dt / VENT_TAU_FASTEST_S)) + FALL_NOISE_MMHG
         if last[1] - p > allowed:
             return FaultCode.PRESSURE_SENSOR_FAULT, (

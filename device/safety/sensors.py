@@ -84,11 +84,11 @@ class SensorChecks:
             # Rate over at least most of a sample period: an extra pass right after a command
             # comes milliseconds after the last one, where sensor noise alone would be a "jump".
             if last is not None and t - last[0] >= RATE_MIN_DT_S:
-                rate = (value - last[1]) / (t - last[0])
+                rate = (value - last[1]) / (t + sample.read_s - last[0])  # over the longest it can be
                 if abs(rate) > s.sensor_max_rate_c_per_s and trip is None:
                     trip = FaultCode.TEMP_SENSOR_FAULT, (
                         f"thermistor {name} jumped {last[1]:.1f} -> {value:.1f} °C in "
-                        f"{t - last[0]:.2f} s ({rate:+.1f} °C/s, limit {s.sensor_max_rate_c_per_s} °C/s)"
+                        f"{t + sample.read_s - last[0]:.2f} s ({rate:+.1f} °C/s, limit {s.sensor_max_rate_c_per_s} °C/s)"
                     )
             if last is None or t - last[0] >= RATE_MIN_DT_S:
                 self._temp_last_good[name] = (t, value)  # a close extra pass keeps the reference
