@@ -3,9 +3,14 @@ boot-test's emulator-only changes stay out of the product, CI runs it after the 
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import re
 import subprocess
+import sys
+from types import ModuleType
 
+from device.update_bundle import parse_version
 from tests.image_fixtures import REPO, SCRIPTS
 
 MAKE_BASE = (SCRIPTS / "make-base").read_text()
@@ -56,6 +61,24 @@ def test_boot_test_help() -> None:
     proc = subprocess.run(["python3", str(SCRIPTS / "boot-test"), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert "--power-cut-after" in proc.stdout
+    assert "--update-checks" in proc.stdout and "--update-timeout" in proc.stdout
+
+
+def _boot_test_module() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("boot_test_script", str(SCRIPTS / "boot-test"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    sys.modules[loader.name] = module  # dataclasses look their module up
+    loader.exec_module(module)
+    return module
+
+
+def test_boot_test_update_bundles_are_higher_versions_and_the_broken_one_breaks_run() -> None:
+    bt = _boot_test_module()
+    version = bt.project_version()
+    good, broken = bt.bumped(version, 1), bt.bumped(version, 2)
+    assert parse_version(version) < parse_version(good) < parse_version(broken)
+    # the broken bundle raises at the top of `massager run`: the line it patches must exist
+    assert bt.BROKEN_MARKER in (REPO / "device" / "app.py").read_text()
 
 
 def test_ci_runs_the_unit_suite_first_then_the_boot_test() -> None:
