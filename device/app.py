@@ -441,11 +441,11 @@ def install_optional_tasks(app: App[Any], args: argparse.Namespace) -> None:
             from device.mqtt import mqtt_task
 
             app.extra_tasks["mqtt"] = mqtt_task
-    with contextlib.suppress(ImportError):  # field updates: the health gate, the update command
-        from device.update_agent import UpdateAgent, update_task
+    # Field updates (the health gate, the update command): part of every unit, so a broken import fails here.
+    from device.update_agent import UpdateAgent, update_task
 
-        app.device.updates = UpdateAgent(app)
-        app.extra_tasks["update"] = update_task
+    app.device.updates = UpdateAgent(app)
+    app.extra_tasks["update"] = update_task
     if getattr(args, "dashboard", False):
         with contextlib.suppress(ImportError):
             from device.dashboard import dashboard_task
