@@ -469,10 +469,9 @@ def test_app_fault_latched_on_a_full_disk_is_logged_kept_and_latched_after_a_res
             app.rig.plant.inject("i2c_dead")
             while app.supervisor.latched is None:
                 await asyncio.sleep(0.05)
-            for _ in range(100):  # the writer thread keeps the record
-                if app.device.state()["storage_error"] is not None:
-                    break
-                await asyncio.sleep(0.05)
+            # the writer thread keeps the record: wait for it in real time (virtual time would not wait
+            # for a thread; a starved host ran a hundred virtual pauses before the thread wrote)
+            app.store.flush()
             seen["storage_error"] = app.device.state()["storage_error"]
             app.request_stop()
 
