@@ -283,8 +283,11 @@ def test_sim_web_prints_the_page_address_and_stops_cleanly(tmp_path: Path) -> No
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
+            # name what still runs and where it waits, so a hang explains itself
+            tree = subprocess.run(["ps", "-o", "pid,stat,wchan:24,etime,args", "-g", str(proc.pid)],
+                                  capture_output=True, text=True).stdout
             os.killpg(proc.pid, signal.SIGKILL)
-            raise
+            raise AssertionError(f"sim --web did not stop within 30 s of Ctrl-C; still running:\n{tree}")
     assert proc.returncode == 0
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)  # the web server went with it
