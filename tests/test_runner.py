@@ -1,4 +1,8 @@
-"""Every built-in program on the simulated plant in virtual time, judged from the plant's own record."""
+"""Every built-in program on the simulated plant in virtual time, judged from the plant's own record.
+
+These runs are also the false-trip check of docs/safety.md: every program at every intensity, heat on, runs
+to its end on a healthy plant without a fault.
+"""
 
 from __future__ import annotations
 
@@ -41,11 +45,12 @@ def _assert_rollers_reverse_through_a_stop(trace: Trace) -> None:
 
 @pytest.mark.parametrize("name", BUILTIN)
 def test_runner_builtin_program_runs_start_to_finish(name: str, config: Config) -> None:
+    """The default 15-minute session at full intensity with heat on: its shape, and not one fault."""
     sim = Sim(config)
     rig = sim.rig
     caps = config.safety.pressure_cap_mmhg
     program = builtin_library().get(name)
-    sim.start(program=name, intensity=3)  # default 15-minute timer
+    sim.start(program=name, intensity=5, heat=True)  # default 15-minute timer
     expected_s = 900.0 if program.fills_timer else program.pass_s
     took = sim.run_until_idle(expected_s + 30.0)
     trace = sim.trace
@@ -53,6 +58,9 @@ def test_runner_builtin_program_runs_start_to_finish(name: str, config: Config) 
     assert sim.session.status is Status.IDLE
     assert expected_s <= took <= expected_s + 5.0, f"session took {took:.1f} s, expected {expected_s:.0f} s"
     assert trace.faults == [], f"the safety supervisor tripped: {trace.faults[0]}"
+    hottest = max(trace.sensor_c)
+    assert hottest < config.safety.heat_target_max_c + config.safety.over_target_margin_c, hottest
+    assert hottest > config.heater.default_target_c - 5.0, f"the pad never warmed ({hottest:.1f} °C)"
     for zone in ZONES:
         peak = max(trace.pressure[zone])
         assert peak <= caps[zone], f"{zone} reached {peak:.1f} mmHg, cap {caps[zone]}"
@@ -76,24 +84,32 @@ def test_runner_builtin_program_runs_start_to_finish(name: str, config: Config) 
 
 
 @pytest.mark.parametrize("name", BUILTIN)
-def test_runner_intensity_scales_pressure_within_caps(name: str, config: Config) -> None:
-    """Intensity 1-5, one partial run each (warm-up plus a minute of work): caps hold, 5 > 1."""
+def test_runner_every_intensity_runs_a_short_session_to_its_end(name: str, config: Config) -> None:
+    """5-minute sessions at intensity 1-5 with heat on: each ends by itself without a fault, caps hold,
+    everything ends off, and intensity 5 presses harder than 1."""
     caps = config.safety.pressure_cap_mmhg
     program = builtin_library().get(name)
+    timer_s = 300.0
+    expected_s = timer_s if program.fills_timer else program.pass_s
     work_from = program.phase_s("warm_up")
+    work_to = min(work_from + 60.0, expected_s - program.phase_s("cool_down"))
+    assert work_to - work_from >= 20.0, f"{name}: too little work in a 5-minute session to judge"
     peaks: dict[int, dict[str, float]] = {}
     for intensity in range(1, 6):
         sim = Sim(config, record_outputs=False)  # a unit of its own for each intensity
-        sim.start(program=name, intensity=intensity)
+        sim.start(program=name, intensity=intensity, heat=True, timer_min=round(timer_s / 60))
         begin = sim.clock.now()
-        sim.run(work_from + 60.0)
-        sim.command("stop")
-        sim.run_until_idle(10.0)
+        took = sim.run_until_idle(expected_s + 30.0)
         trace = sim.trace
         assert trace.faults == [], f"intensity {intensity}: supervisor tripped: {trace.faults[0]}"
+        assert sim.session.status is Status.IDLE and took <= expected_s + 5.0, f"intensity {intensity}: {took}"
+        sim.tick()
+        assert sim.plant.all_off(), f"intensity {intensity}: {sim.plant.outputs()}"
+        hottest = max(trace.sensor_c)
+        assert hottest < config.safety.heat_target_max_c + config.safety.over_target_margin_c, hottest
         for zone in ZONES:
             assert max(trace.pressure[zone]) <= caps[zone], f"intensity {intensity}: {zone} over its cap"
-        work = trace.window(begin + work_from, begin + work_from + 60.0)
+        work = trace.window(begin + work_from, begin + work_to)
         peaks[intensity] = {z: max(trace.pressure[z][i] for i in work) for z in ZONES}
         sim.close()
     for zone in ZONES:
