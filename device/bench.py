@@ -77,7 +77,8 @@ FLOOD_MESSAGES = 10_000
 FULL = Plan(trials=200, deadman_trials=200, jitter_s=60.0, idle_s=20.0, running_s=60.0,
             sim_minutes=15.0, programs=None, flood_trials=20, web_trials=50, name="full")
 QUICK = Plan(trials=8, deadman_trials=3, jitter_s=1.0, idle_s=1.0, running_s=2.0,
-             sim_minutes=1.0, programs=1, flood_trials=2, web_trials=5, name="quick")
+             sim_minutes=1.0, programs=1, flood_trials=1, web_trials=5, name="quick")
+NO_WEB = "not asked for (--no-web)"
 
 
 def summary(values: list[float], unit_scale: float = 1000.0) -> dict[str, float | int]:
@@ -925,7 +926,9 @@ def run_bench(plan: Plan, progress: Callable[[str], None] = lambda _m: None, *,
                 broker[0].wait()
     progress("simulation speed")
     results["sim_speed"] = sim_speed(plan)
-    if web:
+    if not web:
+        results["web"] = {"skipped": NO_WEB}
+    else:
         reason = web_unavailable()
         if reason is None:
             from device.bench_web import run_web_bench
@@ -1047,7 +1050,7 @@ def _progress(prefix: str, message: str) -> None:
 
 
 def bench_main(args: argparse.Namespace, config: Config) -> int:
-    """``massager bench [--json] [--quick] [--repeat N]``."""
+    """``massager bench [--json] [--quick] [--repeat N] [--no-web]``."""
     del config  # the benchmark builds its own simulated configs
     plan = QUICK if args.quick else FULL
     repeat = getattr(args, "repeat", 1)
@@ -1063,7 +1066,8 @@ def bench_main(args: argparse.Namespace, config: Config) -> int:
             runs = []
             for n in range(repeat):
                 prefix = f"run {n + 1}/{repeat}: " if repeat > 1 else ""
-                runs.append(run_bench(plan, progress=partial(_progress, prefix)))
+                runs.append(run_bench(plan, progress=partial(_progress, prefix),
+                                      web=not getattr(args, "no_web", False)))
         finally:
             root.handlers, root.level = saved
             handler.close()

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a short run for smoke tests")
     bench.add_argument("--repeat", type=_repeat, default=1, metavar="N",
                        help="run the whole plan N times; report each figure's median and worst run")
+    bench.add_argument("--no-web", action="store_true",
+                       help="leave out the phone page's figures (no browser started; "
+                            "python -m device.bench_web measures them alone)")
 
     info = sub.add_parser("info", help="firmware version, device id, usage counters, last faults")
     _add_overrides(info)

@@ -9,17 +9,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from device.bench import EXPECTED_CODES, LATENCIES, check_targets, combine_runs
+from device.bench import EXPECTED_CODES, LATENCIES, NO_WEB, check_targets, combine_runs
 
 REPO = Path(__file__).resolve().parent.parent
 FLOOD_ONLY = {"command_under_flood"}  # other commands may be dropped in a flood: counted, not judged
-WEB_FIGURES = ("broker_plain", "broker_ws", "command_plain", "tap")
+
 
 
 def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
     path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))  # this checkout's code
     result = subprocess.run(
-        [sys.executable, "-m", "device", "bench", "--quick", "--json"],
+        # the phone page's figures have their own test (test_remote_files.py, bench_web): not twice
+        [sys.executable, "-m", "device", "bench", "--quick", "--json", "--no-web"],
         capture_output=True, text=True, timeout=420, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": path},
     )
@@ -37,20 +38,14 @@ def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
         figure = data[key]
         assert figure["trials"] > 0 and sum(figure["codes"].values()) == figure["trials"], key
     flood = data["command_under_flood"]
-    assert flood["trials"] == 2 and 0 <= flood["executed"] <= flood["answered"] <= 2
+    assert flood["trials"] == 1 and 0 <= flood["executed"] <= flood["answered"] <= 1
     footprint = data["footprint"]
     assert footprint["exit_code"] == 0
     for key in ("ready_s", "idle_cpu_pct", "idle_rss_mb", "running_cpu_pct", "running_rss_mb"):
         assert footprint[key] is not None and footprint[key] >= 0, key
     speeds = data["sim_speed"]
     assert speeds and all(s["speedup"] > 1 and s["fault"] is None for s in speeds.values())
-    web = data["web"]
-    if "skipped" in web:
-        assert web["skipped"].startswith("not installed: ")
-    else:
-        for key in WEB_FIGURES:
-            assert web[key]["n"] > 0, key
-        assert web["page"]["transferred_bytes"] > 0 and web["page"]["first_state_ms"] > 0
+    assert data["web"] == {"skipped": NO_WEB}  # left out on request, and said so
     targets = data["targets"]
     assert {"trip_temperature.p99", "trip_pressure.p99", "deadman.p99", "button.p99", "button_competing.p99",
             "loop_jitter.p99", "footprint.ready_s", "footprint.idle_cpu_pct", "command.p99_over_broker",
