@@ -4,6 +4,9 @@ The safety loop calls ``feed()`` after every healthy pass. If no feed arrives fo
 ``timeout_s`` (the loop hung in a blocking call, a deadlock, an endless await), the thread calls
 ``on_trip`` once for that silence; the app passes a function that latches the outputs off through the
 drivers and latches CONTROL_LOOP_STALL. It keeps watching afterwards: the next silence trips again.
+A silence the thread did not see in time (the OS starved it too) trips at the feed that ends it: every
+gap between feeds longer than ``timeout_s`` trips, however the threads were scheduled (an external
+deadman on the heartbeat pin has dropped the relay in such a gap).
 ``tripped`` is set only after ``on_trip`` has returned, so whoever waits for it sees the outputs off.
 """
 
@@ -43,6 +46,7 @@ class Deadman:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
 
     @property
     def tripped(self) -> bool:
@@ -55,7 +59,8 @@ class Deadman:
         return self._thread is not None and self._thread.is_alive()
 
     def feed(self) -> None:
-        """The loop is alive: called after every healthy safety pass."""
+        """The loop is alive: called after every healthy safety pass (a silence too long trips first)."""
+        self.poll()
         self._last_feed = self._monotonic()
 
     def silent_s(self) -> float:
@@ -68,7 +73,7 @@ class Deadman:
             if self._thread is not None:
                 raise RuntimeError("the deadman is already started")
             self._stopping.clear()
-            self.feed()
+            self._last_feed = self._monotonic()
             self._thread = threading.Thread(target=self._watch, name="deadman", daemon=True)
             self._thread.start()
         log.info("deadman watching the control loop (timeout %.2f s)", self.timeout_s)
@@ -85,7 +90,7 @@ class Deadman:
 
     def rearm(self) -> None:
         """After a reset: clear ``tripped`` (watching never stopped) and count from now."""
-        self.feed()
+        self._last_feed = self._monotonic()
         self._tripped.clear()
 
     def wait_tripped(self, timeout_s: float) -> bool:
@@ -93,12 +98,13 @@ class Deadman:
         return self._tripped.wait(timeout_s)
 
     def poll(self) -> bool:
-        """Check once (the thread does this at each deadline); True when this call tripped."""
-        last_feed = self._last_feed
-        silent = self._monotonic() - last_feed
-        if silent <= self.timeout_s or self._tripped_feed == last_feed:
-            return False  # fed in time, or this silence has tripped already
-        self._tripped_feed = last_feed
+        """Check once (the thread at each deadline, ``feed`` before it feeds); True when this call tripped."""
+        with self._poll_lock:  # the thread and the loop may both find the same silence: one trips
+            last_feed = self._last_feed
+            silent = self._monotonic() - last_feed
+            if silent <= self.timeout_s or self._tripped_feed == last_feed:
+                return False  # fed in time, or this silence has tripped already
+            self._tripped_feed = last_feed
         log.critical("deadman: control loop silent for %.2f s (limit %.2f s); forcing outputs off",
                      silent, self.timeout_s)
         try:

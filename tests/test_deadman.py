@@ -44,6 +44,24 @@ def test_deadman_just_past_the_timeout_trips_once() -> None:
     assert deadman.tripped and calls == ["trip"]
 
 
+def test_deadman_silence_the_thread_missed_trips_at_the_feed_that_ends_it() -> None:
+    """The thread was starved too (here: never started): the late feed trips, once, before it feeds."""
+    clock = FakeMonotonic()
+    calls: list[float] = []
+    deadman = Deadman(timeout_s=0.5, on_trip=lambda: calls.append(deadman.silent_s()), monotonic=clock)
+    deadman.feed()
+    clock.now += 0.5
+    deadman.feed()  # at the limit: in time
+    assert calls == [] and not deadman.tripped
+    clock.now += 0.51
+    deadman.feed()
+    assert deadman.tripped and calls == [pytest.approx(0.51)]  # tripped on the silence, not after the feed
+    assert not deadman.poll()  # the thread waking late now finds a fresh feed: no second trip
+    clock.now += 0.2
+    deadman.feed()
+    assert calls == [pytest.approx(0.51)] and deadman.trips == 1
+
+
 def test_deadman_rearm_allows_the_next_trip() -> None:
     clock = FakeMonotonic()
     calls: list[str] = []

@@ -89,20 +89,18 @@ def test_deadman_trip_during_a_stalled_pass_keeps_every_output_off(make_unit: ob
 
 def test_deadman_keeps_watching_after_a_trip(make_unit: object) -> None:
     unit: SimUnit = make_unit()  # type: ignore[operator]
-    fake_now = [0.0]
+    stalled = [0.0]  # the deadman's clock: the unit's virtual time plus the stalls
     deadman = unit.app.deadman
-    deadman._monotonic = lambda: fake_now[0]
+    deadman._monotonic = lambda: unit.clock.now() + stalled[0]
     deadman.feed()
-    fake_now[0] = 1.0
+    stalled[0] += 1.0  # a stall: time passes without a pass
     assert deadman.poll()
     assert not deadman.poll()  # one trip per silence
     unit.run(5.0)
     assert unit.command(action="reset_fault").ok
     unit.faults.clear()
-    fake_now[0] = 2.0
-    deadman.feed()  # the loop runs again (no rearm needed)
-    running(unit, heat=True)
-    fake_now[0] = 2.6  # a second stall
+    running(unit, heat=True)  # the loop runs again (no rearm needed)
+    stalled[0] += 0.6  # a second stall
     assert deadman.poll() and deadman.trips == 2
     assert unit.plant.all_off(), unit.plant.outputs()
 
