@@ -361,10 +361,10 @@ def run_selftest(
     if (inject is not None or inject_params) and not sim:
         raise ValueError("inject: plant faults can only be injected with sim=True")
     if sim:
-        from device.sim import build_sim
+        from device.sim import DEADMAN_HW_S, build_sim
 
         clock = VirtualClock()
-        rig = build_sim(config, clock=clock.now, params=PlantParams(deadman_timeout_s=0.5))
+        rig = build_sim(config, clock=clock.now, params=PlantParams(deadman_timeout_s=DEADMAN_HW_S))
         if inject:
             rig.plant.inject(inject, **dict(inject_params or {}))
 

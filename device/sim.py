@@ -30,7 +30,7 @@ from modes.library import ProgramLibrary
 
 log = logging.getLogger(__name__)
 
-DEADMAN_HW_S = 0.5  # the external deadman's timeout in the simulated plant
+DEADMAN_HW_S = 0.75  # the external deadman: a backup slower than the firmware's 0.5 s (self-test: < 1 s)
 PIN_HISTORY_MAX = 2000  # mock pin state changes kept per pin in long simulations
 TRIM_EVERY_PASSES = 1000  # passes between trims of the mock pins' histories
 PLANT_EVERY_S = 0.1  # sim/plant at 10 Hz
