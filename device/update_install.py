@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 STEPS = ("fetch", "verify", "unpack", "venv", "pip", "smoke", "release", "pending", "switch",
          "switch-rename", "restart", "done")
 KILL_ENV = "MASSAGER_UPDATE_KILL_AT"  # tests: the installer kills itself (SIGKILL) as this step begins
+PIN_BACKENDS = ("lgpio",)  # a bundled pin backend must import in the new release before it is switched to
 INSTALL_FACTOR = 4  # an installed venv takes about this many times its wheels' size
 SPARE_BYTES = 16 << 20
 PIP_TIMEOUT_S = 600.0
@@ -235,12 +236,19 @@ class Installer:
                 self._run([self.base_python, "-m", "venv", str(venv)], "creating the venv")
                 pip = [str(venv / "bin" / "python"), "-m", "pip"]
             self.step("pip")
+            # Every wheel of the bundle, as the first boot installs the image's: the pin backend (lgpio) is
+            # no dependency of the firmware's, and a release without it cannot drive the pins.
+            bundled = sorted(str(w) for w in wheels.glob("*.whl") if not w.name.startswith("massager-"))
             self._run([*pip, "install", "--no-index", "--no-cache-dir", "--disable-pip-version-check",
-                       "--find-links", str(wheels), f"massager=={version}"], "pip install")
+                       "--find-links", str(wheels), f"massager=={version}", *bundled], "pip install")
             self.step("smoke")
             out = self._run([str(venv / "bin" / "massager"), "--version"], "massager --version")
             if version not in out.split():
                 raise UpdateRefused("smoke", f"the new release says {out.strip()!r}, not version {version}")
+            for module in _bundled_backends(wheels):
+                # lgpio makes its notification pipe in LG_WD (default: the current folder)
+                self._run([str(venv / "bin" / "python"), "-c", f"import {module}"], f"importing {module}",
+                          env={"LG_WD": str(folder)})
             self.step("release")
             _fsync_tree(folder)
             marker = folder / COMPLETE
@@ -263,10 +271,10 @@ class Installer:
                 with open(folder / name, "wb") as out:
                     copy_checked(tar, member, manifest.files[name], out)
 
-    def _run(self, command: list[str], what: str) -> str:
+    def _run(self, command: list[str], what: str, env: dict[str, str] | None = None) -> str:
         try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S,
-                                  env={**os.environ, "PIP_NO_INPUT": "1"})
+                                  env={**os.environ, "PIP_NO_INPUT": "1", **(env or {})})
         except (OSError, subprocess.SubprocessError) as exc:
             raise UpdateRefused("install", f"{what} failed: {exc}") from None
         if proc.returncode != 0:
@@ -293,6 +301,12 @@ class Installer:
         self.restart()
         self.step("done")
         self._status("idle", 100, f"version {version} switched; on trial until healthy")
+
+
+def _bundled_backends(wheels: Path) -> list[str]:
+    """The pin backends among the bundle's wheels: each must import in the new release."""
+    names = {w.name.split("-", 1)[0].lower() for w in wheels.glob("*.whl")}
+    return [module for module in PIN_BACKENDS if module in names]
 
 
 def _base_python() -> str:

@@ -29,6 +29,7 @@ from tests.update_support import (
     PYTHON,
     installer,
     make_bundle,
+    module_wheel,
     start_firmware,
     tree,
     trust,
@@ -73,6 +74,28 @@ def test_update_installs_beside_the_running_release_and_switches(tmp_path: Path,
     assert start_firmware(paths) == 0  # the stand-in firmware marks itself good
     assert on_start(paths) == "1.1.0 committed"
     assert read_json(paths.result)["result"] == "installed"
+
+
+def test_update_installs_every_bundled_wheel_the_pin_backend_included(tmp_path: Path,
+                                                                      key: Ed25519PrivateKey) -> None:
+    """The pin backend is no dependency of the firmware's: a release without it could not drive the pins
+    (found by the QEMU boot test: safe-off failed after an update and its rollback)."""
+    paths = unit_with(tmp_path, key, "1.0.0")
+    backend = module_wheel(tmp_path / "backend", "lgpio", "0.2.2", {"lgpio.py": b"BACKEND = 'stand-in'\n"})
+    installer(paths).install(str(make_bundle(tmp_path, key, "1.1.0", extra=(backend,))))
+    python = paths.release("1.1.0") / "venv" / "bin" / "python"
+    out = subprocess.run([str(python), "-c", "import lgpio; print(lgpio.BACKEND)"], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "stand-in"
+
+
+def test_update_pin_backend_that_does_not_import_is_refused(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    paths = unit_with(tmp_path, key, "1.0.0")
+    broken = module_wheel(tmp_path / "backend", "lgpio", "0.2.2",
+                          {"lgpio.py": b"raise ImportError('no GPIO chip')\n"})
+    message = refused(paths, make_bundle(tmp_path, key, "1.1.0", extra=(broken,)), "install")
+    assert "importing lgpio" in message and "no GPIO chip" in message
+    assert releases(paths) == ["1.0.0"] and current_version(paths) == "1.0.0"
 
 
 def test_update_keeps_the_last_two_releases(tmp_path: Path, key: Ed25519PrivateKey) -> None:

@@ -41,35 +41,43 @@ def main():
 
 def make_wheel(folder: Path, version: str, behaviour: str = "good") -> Path:
     """A pure-Python wheel named massager of ``version`` with a ``massager`` console script."""
-    folder.mkdir(parents=True, exist_ok=True)
-    info = f"massager-{version}.dist-info"
-    files = {
+    return module_wheel(folder, "massager", version, {
         "massager_fake.py": FAKE_FIRMWARE.format(version=version, behaviour=behaviour).encode(),
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: massager\nVersion: {version}\n".encode(),
+        f"massager-{version}.dist-info/entry_points.txt": b"[console_scripts]\nmassager = massager_fake:main\n",
+    })
+
+
+def module_wheel(folder: Path, name: str, version: str, contents: dict[str, bytes]) -> Path:
+    """A pure-Python wheel ``name`` of ``version`` holding ``contents`` (path -> bytes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-{version}.dist-info"
+    files = {
+        **contents,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{info}/entry_points.txt": b"[console_scripts]\nmassager = massager_fake:main\n",
     }
     record = []
-    for name, data in files.items():
+    for member, data in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(data)}")
+        record.append(f"{member},sha256={digest},{len(data)}")
     record.append(f"{info}/RECORD,,")
     files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    path = folder / f"massager-{version}-py3-none-any.whl"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as wheel:
-        for name, data in files.items():
-            wheel.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
+        for member, data in files.items():
+            wheel.writestr(zipfile.ZipInfo(member, (2020, 1, 1, 0, 0, 0)), data)
     return path
 
 
 def make_bundle(tmp: Path, key: Ed25519PrivateKey, version: str, *, behaviour: str = "good",
-                min_version: str = "0.0.1", architecture: str | None = None, python: str | None = None) -> Path:
-    """A signed bundle of the stand-in firmware."""
-    wheel = make_wheel(tmp / f"wheels-{version}-{behaviour}", version, behaviour)
-    manifest = build_manifest([wheel], version=version, min_version=min_version,
+                min_version: str = "0.0.1", architecture: str | None = None, python: str | None = None,
+                extra: tuple[Path, ...] = ()) -> Path:
+    """A signed bundle of the stand-in firmware (and the ``extra`` wheels beside it)."""
+    wheels = [make_wheel(tmp / f"wheels-{version}-{behaviour}", version, behaviour), *extra]
+    manifest = build_manifest(wheels, version=version, min_version=min_version,
                               architecture=architecture or this_architecture(), python=python or this_python())
     out = tmp / f"massager-{version}-{behaviour}.bundle"
-    write_bundle(out, [wheel], manifest, key)
+    write_bundle(out, wheels, manifest, key)
     return out
 
 
