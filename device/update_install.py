@@ -18,9 +18,11 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -246,9 +248,11 @@ class Installer:
             if version not in out.split():
                 raise UpdateRefused("smoke", f"the new release says {out.strip()!r}, not version {version}")
             for module in _bundled_backends(wheels):
-                # lgpio makes its notification pipe in LG_WD (default: the current folder)
-                self._run([str(venv / "bin" / "python"), "-c", f"import {module}"], f"importing {module}",
-                          env={"LG_WD": str(folder)})
+                # lgpio makes its notification pipes (FIFOs) in LG_WD, by default the current folder: a
+                # throw-away one, never the release (a FIFO there would hold the fsync of the release)
+                with tempfile.TemporaryDirectory(prefix="massager-smoke-") as scratch:
+                    self._run([str(venv / "bin" / "python"), "-c", f"import {module}"],
+                              f"importing {module}", env={"LG_WD": scratch}, cwd=scratch)
             self.step("release")
             _fsync_tree(folder)
             marker = folder / COMPLETE
@@ -271,10 +275,11 @@ class Installer:
                 with open(folder / name, "wb") as out:
                     copy_checked(tar, member, manifest.files[name], out)
 
-    def _run(self, command: list[str], what: str, env: dict[str, str] | None = None) -> str:
+    def _run(self, command: list[str], what: str, env: dict[str, str] | None = None,
+             cwd: str | None = None) -> str:
         try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S,
-                                  env={**os.environ, "PIP_NO_INPUT": "1", **(env or {})})
+                                  env={**os.environ, "PIP_NO_INPUT": "1", **(env or {})}, cwd=cwd)
         except (OSError, subprocess.SubprocessError) as exc:
             raise UpdateRefused("install", f"{what} failed: {exc}") from None
         if proc.returncode != 0:
@@ -318,11 +323,14 @@ def _base_python() -> str:
 
 
 def _fsync_tree(folder: Path) -> None:
-    """Flush every file and folder below ``folder`` to the card."""
+    """Flush every regular file and folder below ``folder`` to the card (never opens a FIFO: that blocks)."""
     for dirpath, _dirs, files in os.walk(folder):
         for name in files:
+            path = os.path.join(dirpath, name)
             with contextlib.suppress(OSError):
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
                 try:
                     os.fsync(fd)
                 finally:

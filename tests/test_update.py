@@ -7,8 +7,10 @@ import io
 import json
 import os
 import signal
+import stat
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from device.update_check import (
     read_json,
     releases,
 )
-from device.update_install import STEPS, firmware_busy
+from device.update_install import STEPS, _fsync_tree, firmware_busy
 from tests.update_support import (
     PYTHON,
     installer,
@@ -76,17 +78,39 @@ def test_update_installs_beside_the_running_release_and_switches(tmp_path: Path,
     assert read_json(paths.result)["result"] == "installed"
 
 
+# lgpio makes a notification pipe (a FIFO) in LG_WD, by default the current folder, as it imports
+LGPIO_STAND_IN = b"""import os
+os.mkfifo(os.path.join(os.environ.get("LG_WD", os.getcwd()), ".lgd-nfy%d" % os.getpid()))
+BACKEND = "stand-in"
+"""
+
+
 def test_update_installs_every_bundled_wheel_the_pin_backend_included(tmp_path: Path,
                                                                       key: Ed25519PrivateKey) -> None:
     """The pin backend is no dependency of the firmware's: a release without it could not drive the pins
     (found by the QEMU boot test: safe-off failed after an update and its rollback)."""
     paths = unit_with(tmp_path, key, "1.0.0")
-    backend = module_wheel(tmp_path / "backend", "lgpio", "0.2.2", {"lgpio.py": b"BACKEND = 'stand-in'\n"})
+    backend = module_wheel(tmp_path / "backend", "lgpio", "0.2.2", {"lgpio.py": LGPIO_STAND_IN})
     installer(paths).install(str(make_bundle(tmp_path, key, "1.1.0", extra=(backend,))))
-    python = paths.release("1.1.0") / "venv" / "bin" / "python"
+    release = paths.release("1.1.0")
+    python = release / "venv" / "bin" / "python"
     out = subprocess.run([str(python), "-c", "import lgpio; print(lgpio.BACKEND)"], capture_output=True,
-                         text=True, check=True).stdout
+                         text=True, check=True, cwd=tmp_path, env={**os.environ, "LG_WD": str(tmp_path)}).stdout
     assert out.strip() == "stand-in"
+    # the smoke test's import made its pipe elsewhere: a FIFO in the release would hold its fsync forever
+    assert not [p for p in release.rglob("*") if stat.S_ISFIFO(p.lstat().st_mode)]
+
+
+def test_update_fsync_of_a_release_passes_a_fifo_without_opening_it(tmp_path: Path) -> None:
+    """Opening a FIFO to fsync it blocks until a writer comes: the QEMU boot test hung there."""
+    folder = tmp_path / "release"
+    (folder / "venv").mkdir(parents=True)
+    (folder / "venv" / "file").write_text("x")
+    os.mkfifo(folder / ".lgd-nfy0")
+    flush = threading.Thread(target=_fsync_tree, args=(folder,), daemon=True)
+    flush.start()
+    flush.join(10.0)
+    assert not flush.is_alive(), "the fsync of the release blocked on a FIFO"
 
 
 def test_update_pin_backend_that_does_not_import_is_refused(tmp_path: Path, key: Ed25519PrivateKey) -> None:
