@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 WATCHDOG_EVERY_S = 0.5  # real seconds between WATCHDOG=1 (systemd WatchdogSec=2)
 FINISH_TIMEOUT_S = 5.0  # shutdown stage 1: vent and stop, in real seconds
+STOP_TASKS_MAX_S = 10.0  # after the stop event, a task still running this long is cancelled
 STARTUP_VENT_TIMEOUT_S = 5.0  # zones must read vented within this at start-up
 
 RigT = TypeVar("RigT", bound=Rig)
@@ -161,6 +162,7 @@ class App(Generic[RigT]):
         self._last_watchdog = 0.0
         self._signals = 0
         self._stop_task: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
+        self._tasks: list[asyncio.Task[None]] = []  # the control loop and the extra tasks, once running
 
     # -- safety hooks ---------------------------------------------------------------------------
 
@@ -270,9 +272,9 @@ class App(Generic[RigT]):
         try:
             await self.start_up()
             async with asyncio.TaskGroup() as group:
-                group.create_task(self.control_task(), name="control")
+                self._tasks.append(group.create_task(self.control_task(), name="control"))
                 for name, factory in self.extra_tasks.items():
-                    group.create_task(factory(self), name=name)
+                    self._tasks.append(group.create_task(factory(self), name=name))
         except* Exception as group:
             for exc in group.exceptions:
                 log.critical("task crashed: %r", exc, exc_info=exc)
@@ -313,6 +315,15 @@ class App(Generic[RigT]):
             log.warning("finishing took too long; forcing outputs off")
         self.hardware.safe_off()
         self.stop_event.set()
+        # Every task ends on the stop event; one that has not after STOP_TASKS_MAX_S (stuck in a broker's
+        # goodbye, say) is cancelled: stopping always ends the process, its outputs already off.
+        await asyncio.sleep(STOP_TASKS_MAX_S)
+        late = [task for task in self._tasks if not task.done()]
+        if late:
+            log.error("still running %.0f s after the stop: %s; cancelling", STOP_TASKS_MAX_S,
+                      ", ".join(task.get_name() for task in late))
+            for task in late:
+                task.cancel()
 
 
 class _NoBus:

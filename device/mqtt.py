@@ -43,6 +43,7 @@ BACKOFF_CAP_S = 30.0
 OPERATION_TIMEOUT_S = 5.0  # CONNACK, SUBACK, PUBACK
 SHUTDOWN_TIMEOUT_S = 1.5  # for the last "offline" and for the disconnect, each
 CANCEL_RETRY_S = 0.1
+GOODBYE_MAX_S = 2 * SHUTDOWN_TIMEOUT_S + 1.0  # the goodbye's publish and disconnect, each bounded, and a margin
 STATE_MIN_GAP_S = 0.2  # state is coalesced to at most 5 messages per second
 STATE_ACTIVE_EVERY_S = 1.0  # while a session runs (pressures move), at least this often
 STATE_IDLE_EVERY_S = 5.0  # otherwise
@@ -340,11 +341,13 @@ class MqttBridge:
         finally:
             log.debug("MQTT: stopping")
             self._stopping = True
+            give_up = time.monotonic() + GOODBYE_MAX_S
             while not connection.done():
                 # Python 3.11's asyncio.wait_for (inside aiomqtt) can swallow a cancellation that
                 # coincides with the operation finishing: repeat it until the connection task ends,
-                # but leave the bounded goodbye (offline, disconnect) alone once it has begun.
-                if not self._closing:
+                # but leave the bounded goodbye (offline, disconnect) alone once it has begun, until
+                # it has had its time (a broker dying at the same moment must not hold the stop).
+                if not self._closing or time.monotonic() > give_up:
                     connection.cancel()
                 await asyncio.wait({connection}, timeout=CANCEL_RETRY_S)
             unsubscribe()

@@ -248,6 +248,23 @@ def test_app_crashing_task_leaves_every_output_off_and_fails(
         assert not app.rig.factory.pin(led).state  # the panel went dark too
 
 
+def test_app_stop_ends_the_app_even_when_a_task_ignores_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task stuck past the stop (a broker's goodbye that never ends, say) is cancelled, outputs off."""
+    async def stuck(app: App) -> None:
+        await app.ready.wait()
+        app.request_stop()  # as SIGTERM does
+        await asyncio.Event().wait()  # never looks at the stop event
+
+    with caplog.at_level(logging.INFO):
+        code, app, at_close = run_app(make_config(tmp_path / "state"), {"stuck": stuck})
+    assert code == 0
+    assert at_close.outputs is not None
+    _assert_all_off(at_close.outputs)
+    assert any("after the stop: stuck; cancelling" in r.getMessage() for r in caplog.records)
+
+
 def test_app_task_crashing_at_once_still_leaves_outputs_off(tmp_path: Path) -> None:
     async def boom(_app: App) -> None:
         raise ValueError("broken at start")
