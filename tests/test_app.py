@@ -258,7 +258,7 @@ def test_app_stop_ends_the_app_even_when_a_task_ignores_it(
         await asyncio.Event().wait()  # never looks at the stop event
 
     with caplog.at_level(logging.INFO):
-        code, app, at_close = run_app(make_config(tmp_path / "state"), {"stuck": stuck})
+        code, _app, at_close = run_app(make_config(tmp_path / "state"), {"stuck": stuck})
     assert code == 0
     assert at_close.outputs is not None
     _assert_all_off(at_close.outputs)
