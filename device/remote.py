@@ -353,6 +353,9 @@ def sim_web_main(argv: list[str]) -> int:
         print(f"sim --web: not installed: {', '.join(missing)} (run scripts/bootstrap)", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops it even when started from a script's background job, which inherits SIGINT ignored
+    # (the firmware started below then inherits the default action, not the ignore)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="massager-remote-") as tmp:
         work = Path(tmp)
         # On the network the WebSockets listener has TLS, as on a device; on loopback plain is simpler.
