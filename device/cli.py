@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ def _add_overrides(parser: argparse.ArgumentParser, *, with_config: bool = True)
     if with_config:
         parser.add_argument("--config", type=Path, metavar="FILE", help="config file (TOML)")
     parser.add_argument("--mqtt-host", metavar="H", help="MQTT broker host")
-    parser.add_argument("--mqtt-port", type=_port, metavar="N", help="MQTT broker port")
+    parser.add_argument("--mqtt-port", type=_whole_number(1, 65535), metavar="N", help="MQTT broker port")
     parser.add_argument("--device-id", metavar="ID", help="device id used in MQTT topics")
     parser.add_argument("--state-dir", type=Path, metavar="DIR", help="where state and logs are kept")
     parser.add_argument(
@@ -31,14 +32,19 @@ def _add_overrides(parser: argparse.ArgumentParser, *, with_config: bool = True)
     )
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 1-65535, got {value}")
-    return value
+def _whole_number(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number, between ``lo`` and ``hi`` when given."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if lo is not None and hi is not None and not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be {lo}-{hi}, got {value}")
+        return value
+
+    return parse
 
 
 def _time_scale(text: str) -> float:
@@ -49,23 +55,6 @@ def _time_scale(text: str) -> float:
     if not 0.1 <= value <= 1000:
         raise argparse.ArgumentTypeError(f"must be between 0.1 and 1000, got {value}")
     return value
-
-
-def _repeat(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if not 1 <= value <= 50:
-        raise argparse.ArgumentTypeError(f"must be 1-50, got {value}")
-    return value
-
-
-def _plant_seed(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --sim: run the clock X times faster than real time")
     run.add_argument("--dashboard", action="store_true",
                      help="with --sim: show the live terminal view (keys press buttons, inject faults)")
-    run.add_argument("--plant-seed", type=_plant_seed, default=None, metavar="N",
+    run.add_argument("--plant-seed", type=_whole_number(), default=None, metavar="N",
                      help="with --sim: draw the plant's physics from the documented ranges (same N, same unit)")
 
     check = sub.add_parser("check-config", help="validate a config file")
@@ -112,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(bench)
     bench.add_argument("--json", action="store_true", help="JSON output")
     bench.add_argument("--quick", action="store_true", help="a short run for smoke tests")
-    bench.add_argument("--repeat", type=_repeat, default=1, metavar="N",
+    bench.add_argument("--repeat", type=_whole_number(1, 50), default=1, metavar="N",
                        help="run the whole plan N times; report each figure's median and worst run")
     bench.add_argument("--no-web", action="store_true",
                        help="leave out the phone page's figures (no browser started; "

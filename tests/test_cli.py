@@ -28,6 +28,8 @@ def test_cli_run_without_gpio_says_to_use_sim(
     [
         (["run", "--sim", "--mqtt-port", "70000"], "--mqtt-port: must be 1-65535, got 70000"),
         (["run", "--sim", "--mqtt-port", "many"], "--mqtt-port: must be a whole number"),
+        (["bench", "--repeat", "0"], "--repeat: must be 1-50, got 0"),
+        (["bench", "--repeat", "2.5"], "--repeat: must be a whole number, got '2.5'"),
         (["run", "--sim", "--time-scale", "0"], "--time-scale: must be between 0.1 and 1000"),
         (["run", "--sim", "--log-level", "loud"], "--log-level: invalid choice"),
         (["programs", "--colour"], "unrecognized arguments: --colour"),
