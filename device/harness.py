@@ -122,5 +122,6 @@ class SimUnit:
         return None if reply.ok else reply.error or "refused"
 
     def close(self) -> None:
-        """Outputs off and pins released."""
+        """Outputs off, pins released, and the stored state's writes finished."""
         self.app.rig.close()
+        self.app.store.close()

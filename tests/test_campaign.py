@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from device.config import Config, load_config
+from device.config import load_config
 from device.harness import SimUnit
 from device.safety import FaultCode
 from drivers.sim.plant import PlantParams
@@ -130,8 +132,16 @@ SCENARIOS = st.builds(
 ).flatmap(lambda s: FAULTS.map(lambda f: Scenario(**{**s.__dict__, "fault": f[0], "params": f[1]})))
 
 
-def _config() -> Config:
-    return load_config(None, {"state_dir": tempfile.mkdtemp(prefix="campaign-"), "programs_dir": None})
+@contextmanager
+def _unit(seed: int) -> Iterator[SimUnit]:
+    """A unit on the plant drawn from ``seed``, its state in a folder removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="campaign-") as state_dir:
+        config = load_config(None, {"state_dir": state_dir, "programs_dir": None})
+        unit = SimUnit(config, plant_params=PlantParams.draw(seed))
+        try:
+            yield unit
+        finally:
+            unit.close()
 
 
 def _residual_c(scenario: Scenario, since_s: float) -> float:
@@ -144,11 +154,8 @@ def _residual_c(scenario: Scenario, since_s: float) -> float:
 
 def run_scenario(scenario: Scenario) -> None:
     """Run one example on the production loop and judge it from the plant's truth."""
-    unit = SimUnit(_config(), plant_params=PlantParams.draw(scenario.seed))
-    try:
+    with _unit(scenario.seed) as unit:
         _run(unit, scenario)
-    finally:
-        unit.close()
 
 
 def _record(kind: str, **fields: Any) -> None:
@@ -241,8 +248,7 @@ def test_campaign_any_fault_any_moment_stays_safe(scenario: Scenario) -> None:
 def test_campaign_healthy_varied_plant_runs_thirty_minutes_without_a_trip(
     seed: int, program: str, intensity: int, heat: bool
 ) -> None:
-    unit = SimUnit(_config(), plant_params=PlantParams.draw(seed))
-    try:
+    with _unit(seed) as unit:
         unit.start_up()
         assert unit.command(action="start", program=program, intensity=intensity, heat=heat, timer_min=30).ok
         unit.run(30 * 60 + 60, until=lambda: unit.app.session.snapshot().status == "idle")
@@ -251,8 +257,6 @@ def test_campaign_healthy_varied_plant_runs_thirty_minutes_without_a_trip(
         assert unit.plant.all_off()
         _record("healthy", seed=seed, program=program, intensity=intensity, heat=heat,
                 minutes=round(unit.t / 60, 1))
-    finally:
-        unit.close()
 
 
 def test_campaign_profile_is_documented() -> None:
