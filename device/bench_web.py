@@ -42,7 +42,8 @@ SLOW_NETWORK = {"offline": False, "latency": 150, "downloadThroughput": 1_600_00
                 "uploadThroughput": 750_000 / 8}
 
 
-def _browser() -> Any:
+def _browser(scratch: Path) -> Any:
+    """Headless Chromium as a phone; its temporary files in ``scratch``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -51,8 +52,9 @@ def _browser() -> Any:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
                 "--ignore-certificate-errors"):  # the bench's self-signed certificate on the wss listener
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
-                              options=options)
+    service = Service(shutil.which("chromedriver") or "/usr/bin/chromedriver",
+                      env={**os.environ, "TMPDIR": str(scratch)})
+    driver = webdriver.Chrome(service=service, options=options)
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": 360, "height": 780, "deviceScaleFactor": 2, "mobile": True})
     return driver
@@ -201,7 +203,7 @@ def run_web_bench(trials: int = 50) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="massager-bench-web-") as tmp:
         workdir = Path(tmp)
         host = RemoteHost(workdir).start()
-        driver = _browser()
+        driver = _browser(workdir)
         try:
             _sign_in(driver, host)
             results["broker_plain"] = summary(broker_latency(

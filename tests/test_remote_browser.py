@@ -52,8 +52,8 @@ def _missing_tools() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Headless Chromium with a 360 px wide phone viewport."""
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Chromium with a 360 px wide phone viewport (its temporary files in the test's folder)."""
     missing = _missing_tools()
     if missing:
         message = (f"not installed: {', '.join(missing)} "
@@ -69,7 +69,9 @@ def browser() -> Iterator[Any]:
                 "--ignore-certificate-errors"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    scratch = tmp_path_factory.mktemp("chromium")
+    service = Service(CHROMEDRIVER, env={**os.environ, "TMPDIR": str(scratch)})
+    driver = webdriver.Chrome(service=service, options=options)
     try:
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": PHONE_WIDTH_PX, "height": 780, "deviceScaleFactor": 2, "mobile": True})
