@@ -115,7 +115,8 @@ _LISTENER_OPTIONS = frozenset({
     "capath", "crlfile", "ciphers", "ciphers_tls1.3", "tls_version", "require_certificate", "dhparamfile",
     "use_identity_as_username", "use_subject_as_username", "psk_hint", "mount_point", "max_connections",
     "tls_engine", "tls_keyform", "tls_engine_kpass_sha1", "websockets_log_level", "websockets_headers_size",
-})
+    "use_username_as_clientid", "max_qos", "max_topic_alias",
+})  # left before any listener, mosquitto 2.0 opens a default listener for them: 1883 on every interface
 
 
 def global_settings(conf: str) -> str:

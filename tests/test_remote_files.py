@@ -231,6 +231,8 @@ def test_websockets_listener_takes_the_phone_user_under_the_same_acl_over_tls(tm
     host.start_broker()
     clients: list[WsClient] = []
     try:
+        opened = re.findall(r"listen socket on port (\d+)", (tmp_path / "mosquitto.log").read_text())
+        assert set(map(int, opened)) == {host.mqtt_port, host.ws_port}  # no default 1883 listener
         for user, password in ((None, None), (host.phone_user, "guess")):
             refused = WsClient(host, user, password)
             clients.append(refused)
