@@ -400,6 +400,9 @@ def run_main(args: argparse.Namespace, config: Config) -> int:
     if getattr(args, "plant_seed", None) is not None and not args.sim:
         print("massager: --plant-seed works only with --sim (it draws the simulated plant)", file=sys.stderr)
         return 2
+    if getattr(args, "no_plant_feed", False) and not args.sim:
+        print("massager: --no-plant-feed works only with --sim (sim/plant is the simulator's)", file=sys.stderr)
+        return 2
     if not args.sim and not has_gpio():
         print(
             "massager: no GPIO on this machine (not a Raspberry Pi?).\n"
@@ -427,7 +430,8 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         if args.sim:
             from device.sim import sim_app  # the simulator, only when asked for
 
-            app = sim_app(config, time_scale=args.time_scale, plant_seed=getattr(args, "plant_seed", None))
+            app = sim_app(config, time_scale=args.time_scale, plant_seed=getattr(args, "plant_seed", None),
+                          plant_feed=not getattr(args, "no_plant_feed", False))
         else:
             app = pi_app(config)
     except StartupError as exc:

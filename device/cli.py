@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --sim: show the live terminal view (keys press buttons, inject faults)")
     run.add_argument("--plant-seed", type=_whole_number(), default=None, metavar="N",
                      help="with --sim: draw the plant's physics from the documented ranges (same N, same unit)")
+    run.add_argument("--no-plant-feed", action="store_true",
+                     help="with --sim: no 10 Hz sim/plant truth topic (a unit has none; for measuring)")
 
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file", type=Path, metavar="FILE")

@@ -161,11 +161,11 @@ class SimRig:
             return {"id": cmds.request_id(data), "ok": False, "error": str(exc)}
         return {"id": cmds.request_id(data), "ok": True, "error": None, "result": result}
 
-    def mqtt_extension(self) -> MqttExtension:
+    def mqtt_extension(self, *, plant_feed: bool = True) -> MqttExtension:
         """The simulator's MQTT topics: ``sim/fault`` (answered on ``sim/fault/reply``) and ``sim/plant``."""
         return MqttExtension(
             requests=(MqttRequest(FAULT_TOPIC, FAULT_REPLY_TOPIC, self.fault_answer),),
-            feeds=(MqttFeed(PLANT_TOPIC, PLANT_EVERY_S, self.plant.truth),),
+            feeds=(MqttFeed(PLANT_TOPIC, PLANT_EVERY_S, self.plant.truth),) if plant_feed else (),
         )
 
 
@@ -223,11 +223,12 @@ def sim_app(
     plant_params: PlantParams | None = None,
     library: ProgramLibrary | None = None,
     monotonic: Callable[[], float] = time.monotonic,
+    plant_feed: bool = True,
 ) -> App[SimRig]:
     """The app on a simulated unit (``massager run --sim``, the harness, the tests, the bench).
 
     ``clock``: the app's clock (default: real time scaled by ``time_scale``); ``monotonic``: the
-    deadman's time (real time; tests inject virtual time).
+    deadman's time (real time; tests inject virtual time); ``plant_feed``: publish ``sim/plant``.
     """
     clock = clock or ScaledClock(scale=time_scale)
     rig = app_rig(config, clock, plant_seed=plant_seed, plant_params=plant_params)
@@ -237,5 +238,5 @@ def sim_app(
         rig.close()
         raise
     rig.on_inject = app.device.notify
-    app.mqtt_extensions.append(rig.mqtt_extension())
+    app.mqtt_extensions.append(rig.mqtt_extension(plant_feed=plant_feed))
     return app

@@ -37,6 +37,8 @@ def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
     for key in EXPECTED_CODES:  # every fault trial's latched codes are reported, whatever they are
         figure = data[key]
         assert figure["trials"] > 0 and sum(figure["codes"].values()) == figure["trials"], key
+    for key in ("loop_jitter", "loop_jitter_competing", "loop_jitter_floor"):
+        assert data[key]["pass_cpu_ms"] > 0 and data[key]["steal_ms"] >= 0, key
     flood = data["command_under_flood"]
     assert flood["trials"] == 1 and 0 <= flood["executed"] <= flood["answered"] <= 1
     footprint = data["footprint"]
@@ -86,6 +88,14 @@ def test_bench_combine_runs_reports_median_and_worst() -> None:
     assert ready["value"] == 0.9 and ready["met"] is True
     assert ready["worst"] == 1.5 and ready["met_worst"] is False
     assert combined["machine"]["load_avg_per_run"][0] == [[1.0, 1.0, 1.0], [2.0, 1.0, 1.0]]
+
+
+def test_bench_combine_judges_the_worst_run_on_its_own_broker() -> None:
+    quiet, busy = _run(20.0, {"OVER_PRESSURE": 3}, 0.5, 600.0), _run(20.0, {"OVER_PRESSURE": 3}, 0.5, 600.0)
+    quiet.update(broker_baseline={"n": 3, "p99": 2.0}, command={"n": 3, "p99": 15.0})  # +13 ms: missed
+    busy.update(broker_baseline={"n": 3, "p99": 12.0}, command={"n": 3, "p99": 16.0})  # +4 ms: met
+    verdict = combine_runs([quiet, busy])["targets"]["command.p99_over_broker"]
+    assert verdict["worst"] == 13.0 and verdict["met_worst"] is False  # not 16 - 12 from different runs
 
 
 def test_bench_targets_fail_a_fault_trial_with_a_wrong_code() -> None:

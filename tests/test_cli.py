@@ -131,6 +131,23 @@ def test_cli_plant_seed_without_sim_exits_2(capsys: pytest.CaptureFixture[str], 
     assert "--plant-seed works only with --sim" in capsys.readouterr().err
 
 
+def test_cli_no_plant_feed_without_sim_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["run", "--no-plant-feed", "--state-dir", str(tmp_path)]) == 2
+    assert "--no-plant-feed works only with --sim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-plant-feed"]])
+def test_cli_no_plant_feed_leaves_out_sim_plant_only(flag: list[str], tmp_path: Path) -> None:
+    args = build_parser().parse_args(["run", "--sim", "--state-dir", str(tmp_path), *flag])
+    app = sim.sim_app(config_from_args(args), plant_feed=not args.no_plant_feed)
+    try:
+        [extension] = app.mqtt_extensions
+        assert [feed.topic for feed in extension.feeds] == ([] if flag else [sim.PLANT_TOPIC])
+        assert [request.topic for request in extension.requests] == [sim.FAULT_TOPIC]  # faults still injectable
+    finally:
+        app.rig.close()
+
+
 @pytest.mark.parametrize("seed", [None, 11])
 def test_cli_plant_seed_draws_the_apps_plant(seed: int | None, tmp_path: Path) -> None:
     seed_args = ["--plant-seed", str(seed)] if seed is not None else []
