@@ -666,11 +666,12 @@ class MqttBridge:
             return
         # Both queued at once and written together: awaiting each QoS 0 publish until it is written took
         # a few loop turns apiece, and every other ready task ran in between (p99 +8 ms on the reply).
-        shared, response = await asyncio.gather(
+        results: tuple[BaseException | None, BaseException | None] = await asyncio.gather(
             client.publish(topic, payload, qos=0),
             client.publish(response_topic, payload, qos=0, properties=properties),
             return_exceptions=True,
         )
+        shared, response = results
         if isinstance(response, ValueError | MqttCodeError):
             log.info("MQTT: cannot reply on response topic %s: %s", json.dumps(response_topic), response)
         elif isinstance(response, BaseException):
