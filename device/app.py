@@ -424,16 +424,18 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def sim_app_from_args(args: argparse.Namespace, config: Config) -> App[Any]:
+    """The app on the simulated unit that ``massager run --sim`` and its options ask for."""
+    from device.sim import sim_app  # the simulator, only when asked for
+
+    return sim_app(config, time_scale=args.time_scale, plant_seed=getattr(args, "plant_seed", None),
+                   plant_feed=not getattr(args, "no_plant_feed", False))
+
+
 async def _run(args: argparse.Namespace, config: Config) -> int:
     app: App[Any]
     try:
-        if args.sim:
-            from device.sim import sim_app  # the simulator, only when asked for
-
-            app = sim_app(config, time_scale=args.time_scale, plant_seed=getattr(args, "plant_seed", None),
-                          plant_feed=not getattr(args, "no_plant_feed", False))
-        else:
-            app = pi_app(config)
+        app = sim_app_from_args(args, config) if args.sim else pi_app(config)
     except StartupError as exc:
         log.critical("%s", exc)
         return 1

@@ -34,6 +34,7 @@ from typing import Any
 from device import __version__
 from device.commands import CommandError, Start, Stop
 from device.config import Config, load_config
+from device.remote import stop_process
 from drivers.sim.plant import PlantParams
 
 log = logging.getLogger(__name__)
@@ -735,15 +736,6 @@ def _cpu_pct(pid: int, seconds: float) -> float:
     return round(100 * (_proc_times(pid) - c0) / (time.monotonic() - w0), 2)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def footprint(plan: Plan, port: int | None, workdir: Path) -> dict[str, Any]:
     """Start-up time to ready (MQTT online), RSS and CPU idle and while running, of a real process; and the
     idle CPU again without the simulator's 10 Hz ``sim/plant`` topic, which a unit does not have."""
@@ -791,14 +783,14 @@ def footprint(plan: Plan, port: int | None, workdir: Path) -> dict[str, Any]:
                 result["running_cpu_pct"] = _cpu_pct(proc.pid, plan.running_s)
                 result["running_rss_mb"] = round(_rss_mb(proc.pid), 1)
         finally:
-            _stop(proc)
+            stop_process(proc, 15.0)
         result["exit_code"] = proc.returncode
         proc, _ready = start("benchfq", "--no-plant-feed")
         try:
             time.sleep(1.0)
             result["idle_cpu_pct"] = _cpu_pct(proc.pid, plan.idle_s)
         finally:
-            _stop(proc)
+            stop_process(proc, 15.0)
         result["exit_code"] = result["exit_code"] or proc.returncode
     finally:
         if watcher is not None:

@@ -157,11 +157,12 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str, logfile
     raise RuntimeError(f"{what} did not listen on port {port} within {START_TIMEOUT_S:g} s")
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = 5.0) -> None:
+    """Terminate ``proc`` and wait up to ``timeout_s`` for it to end, then kill it."""
     if proc is not None and proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(5)
+            proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -289,7 +290,7 @@ class RemoteHost:
 
     def stop_broker(self) -> None:
         """Stop mosquitto (the page then shows that the connection is lost)."""
-        _stop(self.broker)
+        stop_process(self.broker)
         self.broker = None
 
     def start_web(self) -> None:
@@ -321,7 +322,7 @@ class RemoteHost:
 
     def stop(self) -> None:
         """Stop both servers."""
-        _stop(self.web)
+        stop_process(self.web)
         self.web = None
         self.stop_broker()
 
@@ -386,7 +387,7 @@ def sim_web_main(argv: list[str]) -> int:
                     firmware.wait(3)
             return 0
         finally:
-            _stop(firmware)  # the firmware publishes "offline" and vents before the broker goes
+            stop_process(firmware)  # the firmware publishes "offline" and vents before the broker goes
             host.stop()
 
 

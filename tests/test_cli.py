@@ -10,6 +10,7 @@ import pytest
 
 from device import app as app_module
 from device import sim
+from device.app import sim_app_from_args
 from device.cli import build_parser, config_from_args, main
 from drivers.sim.plant import PlantParams
 
@@ -139,7 +140,7 @@ def test_cli_no_plant_feed_without_sim_exits_2(capsys: pytest.CaptureFixture[str
 @pytest.mark.parametrize("flag", [[], ["--no-plant-feed"]])
 def test_cli_no_plant_feed_leaves_out_sim_plant_only(flag: list[str], tmp_path: Path) -> None:
     args = build_parser().parse_args(["run", "--sim", "--state-dir", str(tmp_path), *flag])
-    app = sim.sim_app(config_from_args(args), plant_feed=not args.no_plant_feed)
+    app = sim_app_from_args(args, config_from_args(args))
     try:
         [extension] = app.mqtt_extensions
         assert [feed.topic for feed in extension.feeds] == ([] if flag else [sim.PLANT_TOPIC])
@@ -153,7 +154,7 @@ def test_cli_plant_seed_draws_the_apps_plant(seed: int | None, tmp_path: Path) -
     seed_args = ["--plant-seed", str(seed)] if seed is not None else []
     args = build_parser().parse_args(["run", "--sim", "--state-dir", str(tmp_path), *seed_args])
     assert args.plant_seed == seed
-    app = sim.sim_app(config_from_args(args), plant_seed=args.plant_seed)
+    app = sim_app_from_args(args, config_from_args(args))
     try:
         expected = PlantParams() if seed is None else PlantParams.draw(seed)
         assert app.rig.plant.params == dataclasses.replace(expected, deadman_timeout_s=sim.DEADMAN_HW_S)
