@@ -69,16 +69,16 @@ class Plan:
     running_s: float
     sim_minutes: float
     programs: int | None  # None: every built-in program
-    flood_trials: int = 2  # stop after a flood of FLOOD_MESSAGES from another client
+    flood_trials: int = 2  # stop after a flood of flood_messages from another client
+    flood_messages: int = 10_000
     web_trials: int = 5  # taps on the phone page (device/bench_web.py)
     name: str = "quick"
 
 
-FLOOD_MESSAGES = 10_000
 FULL = Plan(trials=200, deadman_trials=200, jitter_s=60.0, idle_s=20.0, running_s=60.0,
             sim_minutes=15.0, programs=None, flood_trials=20, web_trials=50, name="full")
 QUICK = Plan(trials=8, deadman_trials=3, jitter_s=1.0, idle_s=1.0, running_s=2.0,
-             sim_minutes=1.0, programs=1, flood_trials=1, web_trials=5, name="quick")
+             sim_minutes=1.0, programs=1, flood_trials=1, flood_messages=2_000, web_trials=5, name="quick")
 NO_WEB = "not asked for (--no-web)"
 
 
@@ -610,8 +610,8 @@ async def _command_latency(plan: Plan, port: int, workdir: Path, competing: bool
 
 
 async def _flood_latency(plan: Plan, port: int, workdir: Path) -> dict[str, list[float]]:
-    """After FLOOD_MESSAGES junk commands from another client (mosquitto_pub, its own process): the phone's
-    ``start`` and ``stop``.
+    """After ``plan.flood_messages`` junk commands from another client (mosquitto_pub, its own process):
+    the phone's ``start`` and ``stop``.
 
     ``stop_under_flood``: publish -> stop executed; ``stop_reply_under_flood``: -> its reply at the phone;
     ``broker_under_flood``: the same stop reaching a plain subscriber (mosquitto_sub, which gets the flood
@@ -630,7 +630,7 @@ async def _flood_latency(plan: Plan, port: int, workdir: Path) -> dict[str, list
     # Built at run time, not as bytes literals: hypothesis draws byte strings from the code base's constants,
     # and a valid command among them would act in the fuzz test that feeds the device random bytes.
     mixed = [json.dumps({"action": "set", "intensity": 3}), "junk", json.dumps({"action": "start"}), "[]"]
-    junk = "\n".join(mixed * (FLOOD_MESSAGES // 4)).encode() + b"\n"
+    junk = "\n".join(mixed * (plan.flood_messages // 4)).encode() + b"\n"
     stopped_at: list[float] = []
     app.device.subscribe(lambda reason: stopped_at.append(time.monotonic()) if reason == "stop" else None)
     seen_by_plain = threading.Event()
@@ -989,12 +989,14 @@ def run_bench(plan: Plan, progress: Callable[[str], None] = lambda _m: None, *,
                     found = asyncio.run(_command_latency(plan, port, workdir, competing))
                     results.update({key: summary(values) for key, values in found.items()})
                 if shutil.which("mosquitto_pub") and shutil.which("mosquitto_sub"):
-                    progress(f"start and stop after a flood of {FLOOD_MESSAGES} messages from another client")
+                    progress(f"start and stop after a flood of {plan.flood_messages} messages from another "
+                             "client")
                     flooded = asyncio.run(_flood_latency(plan, port, workdir))
                     executed = flooded.pop("command_under_flood_executed")
                     results.update({key: summary(values) for key, values in flooded.items()})
                     results["command_under_flood"].update(
-                        trials=plan.flood_trials, answered=len(executed), executed=int(sum(executed)))
+                        trials=plan.flood_trials, messages=plan.flood_messages, answered=len(executed),
+                        executed=int(sum(executed)))
                 else:
                     results["stop_under_flood_note"] = "mosquitto_pub / _sub not installed"
             else:

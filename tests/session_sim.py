@@ -8,7 +8,6 @@ its own. Commands go through the device's command path; caps, timers and default
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -92,18 +91,6 @@ class Sim:
         self.trace = Trace(faults=self.unit.faults)  # faults as the loop reported them (on_fault)
         self.record_outputs = record_outputs
         self._record = True
-        self.step_s = 0.0  # CPU time spent in Session.step (the firmware's own per-pass logic)
-        session = self.unit.session
-        real_step = session.step
-
-        def timed_step(now: float, sample: Sample) -> Any:
-            started = time.thread_time()  # CPU time: the same on a loaded machine as on an idle one
-            try:
-                return real_step(now, sample)
-            finally:
-                self.step_s += time.thread_time() - started
-
-        session.step = timed_step  # type: ignore[method-assign]
         self.unit.observers.append(self._observe)
         self.unit.start_up()
         assert self.unit.supervisor.latched is None and self.unit.supervisor.doubt is None

@@ -40,7 +40,8 @@ def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
     for key in ("loop_jitter", "loop_jitter_competing", "loop_jitter_floor"):
         assert data[key]["pass_cpu_ms"] > 0 and data[key]["steal_ms"] >= 0, key
     flood = data["command_under_flood"]
-    assert flood["trials"] == 1 and 0 <= flood["executed"] <= flood["answered"] <= 1
+    assert flood["trials"] == 1 and flood["messages"] == 2_000
+    assert 0 <= flood["executed"] <= flood["answered"] <= 1
     footprint = data["footprint"]
     assert footprint["exit_code"] == 0
     for key in ("ready_s", "idle_cpu_pct", "idle_rss_mb", "running_cpu_pct", "running_rss_mb"):

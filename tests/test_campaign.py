@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,8 @@ from device.harness import SimUnit
 from device.safety import FaultCode
 from drivers.sim.plant import PlantParams
 from modes.limits import PRESSURE_TRIP_MMHG, SAMPLE_PERIOD_S, ZONES
+
+pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
 
 CAMPAIGN = os.environ.get("MASSAGER_CAMPAIGN") == "1"
 REPORT = os.environ.get("MASSAGER_CAMPAIGN_REPORT")  # one JSON line per example (tests/campaign_report.py)

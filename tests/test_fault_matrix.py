@@ -25,6 +25,8 @@ from drivers.sim.plant import Plant
 from modes.limits import SAMPLE_PERIOD_S, ZONES, Zone
 from modes.session import Session, Status
 
+pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
+
 DT = SAMPLE_PERIOD_S
 PROGRAM = "relax"  # three-zone waves and both rollers in every phase
 TIMER_MIN = 5

@@ -9,6 +9,8 @@ from modes.heat import HeatControl
 from modes.session import Status
 from tests.session_sim import Sim
 
+pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
+
 
 @pytest.mark.parametrize("target_c", [40.0, 36.0])
 def test_heat_control_reaches_and_holds_target_then_off_after_session(

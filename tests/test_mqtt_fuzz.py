@@ -200,12 +200,14 @@ def _check_refused(idle: SimUnit, payload: bytes) -> None:
     assert app.rig.plant.all_off()
 
 
+@pytest.mark.virtual_time
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=st.binary(max_size=256))
 def test_mqtt_fuzz_random_bytes_never_crash_nor_act(idle: SimUnit, payload: bytes) -> None:
     _check_refused(idle, payload)
 
 
+@pytest.mark.virtual_time
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=json_values)
 def test_mqtt_fuzz_random_json_never_crash_nor_act(idle: SimUnit, document: Any) -> None:
@@ -224,6 +226,7 @@ valid_leaning = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.virtual_time
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(documents=st.lists(st.one_of(valid_leaning, valid_leaning, command_like), min_size=1, max_size=4))
 def test_mqtt_fuzz_command_sequences_follow_the_contract(

@@ -32,6 +32,8 @@ from device.persist import STATE_FILE
 from device.sim import sim_app
 from drivers.clock import LoopClock, run_virtual
 
+pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
+
 Script = Callable[["Pan"], Awaitable[None]]
 
 

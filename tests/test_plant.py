@@ -27,6 +27,8 @@ from drivers.sim.plant import (
 from modes.limits import PRESSURE_CAP_MMHG, STALL_CURRENT_A, Zone
 from modes.signals import Command, Sample
 
+pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
+
 TICK_S = 0.05
 
 

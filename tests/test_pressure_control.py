@@ -17,6 +17,8 @@ from modes.program import WavePlan
 from modes.signals import Command, Sample
 from tests.session_sim import DT, Bench
 
+pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
+
 CAPS: dict[Zone, float] = {"foot": 120.0, "ankle": 80.0, "calf": 60.0}
 
 

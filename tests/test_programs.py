@@ -22,6 +22,8 @@ from modes.program import Program, ProgramError, parse_program
 from modes.session import Status
 from tests.session_sim import Sim, builtin_library, with_caps
 
+pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
+
 GOOD: dict[str, Any] = {
     "name": "evening",
     "description": "Light evening waves.",

@@ -10,10 +10,13 @@ from __future__ import annotations
 import pytest
 
 from device.config import Config
+from drivers.sim.plant import PlantParams
 from modes.limits import ZONES
 from modes.rollers import RAMP_PER_S, REST_S
 from modes.session import Status
 from tests.session_sim import DT, Sim, Trace, builtin_library, onsets, pump_runs_s, with_caps
+
+pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
 
 BUILTIN = builtin_library().names()
 
@@ -94,10 +97,18 @@ def test_runner_intensities_cover_the_whole_scale() -> None:
     assert {i for name in BUILTIN for i in _intensities(name)} == {1, 2, 3, 4, 5}
 
 
+# One plant per program drawn from the documented ranges (drivers/sim/plant.py PLANT_RANGES; the same as
+# `massager run --sim --plant-seed N`): healthy units differ, and none of them may trip.
+PLANT_SEEDS = (3, 11, 24, 38, 45, 59, 66)
+
+
 @pytest.mark.parametrize("name", BUILTIN)
 def test_runner_every_intensity_runs_a_short_session_to_its_end(name: str, config: Config) -> None:
-    """5-minute sessions at intensity 1, 5 and one between, heat on: each ends by itself without a fault,
-    caps hold, everything ends off, and intensity 5 presses harder than 1."""
+    """5-minute sessions at intensity 1, 5 and one between, heat on at its highest, on a plant drawn from
+    the documented ranges: each ends by itself without a fault, caps hold, everything ends off, and
+    intensity 5 presses harder than 1."""
+    plant = PlantParams.draw(PLANT_SEEDS[BUILTIN.index(name)])
+    heat_target_c = config.safety.heat_target_max_c
     caps = config.safety.pressure_cap_mmhg
     program = builtin_library().get(name)
     timer_s = 300.0
@@ -107,12 +118,13 @@ def test_runner_every_intensity_runs_a_short_session_to_its_end(name: str, confi
     assert work_to - work_from >= 20.0, f"{name}: too little work in a 5-minute session to judge"
     peaks: dict[int, dict[str, float]] = {}
     for intensity in _intensities(name):
-        sim = Sim(config, record_outputs=False)  # a unit of its own for each intensity
-        sim.start(program=name, intensity=intensity, heat=True, timer_min=round(timer_s / 60))
+        sim = Sim(config, record_outputs=False, plant_params=plant)  # a unit of its own for each intensity
+        sim.start(program=name, intensity=intensity, heat=True, heat_target_c=heat_target_c,
+                  timer_min=round(timer_s / 60))
         begin = sim.clock.now()
         took = sim.run_until_idle(expected_s + 30.0)
         trace = sim.trace
-        assert trace.faults == [], f"intensity {intensity}: supervisor tripped: {trace.faults[0]}"
+        assert trace.faults == [], f"intensity {intensity}: supervisor tripped: {trace.faults[0]} ({plant})"
         assert sim.session.status is Status.IDLE and took <= expected_s + 5.0, f"intensity {intensity}: {took}"
         sim.tick()
         assert sim.plant.all_off(), f"intensity {intensity}: {sim.plant.outputs()}"

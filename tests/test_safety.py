@@ -13,6 +13,8 @@ from device.safety import Expectations, Fault, FaultCode, Supervisor
 from modes.limits import ZONES, Zone
 from modes.signals import Sample
 
+pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
+
 DT = 0.05
 NO_HEAT = Expectations(heat_target_c=None)
 HEAT_40 = Expectations(heat_target_c=40.0)

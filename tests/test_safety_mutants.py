@@ -31,6 +31,8 @@ from modes.session import SessionSnapshot, Status
 from modes.signals import Command, Sample
 from tests.test_safety import DT, NO_HEAT, make_sample
 
+pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
+
 
 def first_trip(
     family: PowerChecks | MotorChecks,

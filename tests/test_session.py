@@ -14,6 +14,8 @@ from modes.session import PAUSE_MAX_S, CommandRefused, Session, Status
 from modes.signals import OFF
 from tests.session_sim import Sim, builtin_library, settings_for, with_session
 
+pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
+
 
 def _vented(rig: SimRig) -> bool:
     return all(rig.plant.pressure[z] < 10.0 for z in ZONES)
