@@ -44,6 +44,27 @@ def builtin_library() -> ProgramLibrary:
     return _LIBRARY
 
 
+def _corner(pump: float, volume: float, heater: float, air_c: float, skin_c: float) -> PlantParams:
+    nominal = PlantParams()
+    return PlantParams(
+        pump_flow=nominal.pump_flow * pump,
+        zone_volume={z: v * volume for z, v in nominal.zone_volume.items()},
+        heater_full_c_per_s=nominal.heater_full_c_per_s * heater,
+        air_c=air_c, skin_c=skin_c, leak_per_s=0.02,
+        vent_tau_s=nominal.vent_tau_s * (1.25 if volume > 1 else 0.8),
+    )
+
+
+# Healthy units at the ends of the documented ranges (drivers/sim/plant.py PLANT_RANGES): the most leak,
+# the slowest or quickest vent, the weakest or strongest pump and heater, the coldest or hottest room.
+PLANT_CORNERS: dict[str, PlantParams] = {
+    "weak-pump-big-bags-cold": _corner(0.75, 1.15, 0.85, 15.0, 30.0),
+    "strong-pump-small-bags-hot": _corner(1.25, 0.85, 1.15, 30.0, 34.0),
+    "weak-pump-big-bags-hot": _corner(0.75, 1.15, 1.15, 30.0, 34.0),
+    "strong-pump-small-bags-cold": _corner(1.25, 0.85, 0.85, 15.0, 30.0),
+}
+
+
 def with_caps(config: Config, caps: Mapping[Zone, float]) -> Config:
     """``config`` with other per-zone pressure caps (as a unit's config file sets them)."""
     return config.model_copy(

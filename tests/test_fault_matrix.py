@@ -6,6 +6,10 @@ into the physics, and asserts from the plant and the mock pins: the right code l
 every output is off in the same pass, every zone is below 10 mmHg by the vent deadline, nothing
 restarts by itself, and a reset is refused while the condition persists and accepted once it has
 cleared.
+
+The program is relax with its warm-up steps cut to 15 s each, loaded as a user program would be: a
+session state is what the matrix varies, and relax's own 150 s warm-up walked before every work-phase
+case cost a third of the matrix's time (the campaign and the runner's tests run the shipped programs).
 """
 
 from __future__ import annotations
@@ -22,16 +26,32 @@ from device.harness import SimUnit
 from device.safety import Fault, FaultCode, Supervisor
 from drivers.clock import VirtualClock
 from drivers.sim.plant import Plant
+from modes.library import ProgramLibrary
 from modes.limits import SAMPLE_PERIOD_S, ZONES, Zone
+from modes.program import parse_program
 from modes.session import Session, Status
+from tests.session_sim import builtin_library
 
 pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
 
 DT = SAMPLE_PERIOD_S
-PROGRAM = "relax"  # three-zone waves and both rollers in every phase
+PROGRAM = "relax_brief"  # relax (three-zone waves, both rollers, in every phase) with a brief warm-up
+WARM_UP_STEP_S = 15.0
 TIMER_MIN = 5
 VENT_DEADLINE_S = 3.0
 STATES = ("idle", "warm_up", "work", "pause", "finishing")
+
+
+def matrix_library() -> ProgramLibrary:
+    """The built-ins plus relax with each warm-up step cut to ``WARM_UP_STEP_S``, as a user program."""
+    library = builtin_library()
+    relax = library.get("relax").model_dump(exclude_none=True)
+    relax["warm_up"] = [{**step, "duration_s": WARM_UP_STEP_S} for step in relax["warm_up"]]
+    relax["name"] = PROGRAM
+    return ProgramLibrary(library.builtin, {PROGRAM: parse_program(relax, "the fault matrix")})
+
+
+LIBRARY = matrix_library()
 
 
 @dataclass
@@ -47,7 +67,7 @@ class Unit:
         session = config.session.model_copy(
             update={"default_program": PROGRAM, "default_intensity": intensity, "timer_default_min": timer_min}
         )
-        sim = SimUnit(config.model_copy(update={"session": session}))
+        sim = SimUnit(config.model_copy(update={"session": session}), library=LIBRARY)
         sim.start_up()
         assert sim.supervisor.latched is None and sim.supervisor.doubt is None
         return cls(sim, sim.app.config)
