@@ -10,6 +10,7 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -458,7 +459,9 @@ class Plant:
         inputs = [self._sources.get((address, channel), _ground) for channel in range(4)]
 
         def read(channel: int) -> float:
-            self.catch_up(OBSERVE_MIN_STEP_S)
+            clock = self._follow_clock  # catch_up(OBSERVE_MIN_STEP_S) without a call when there is no step
+            if clock is not None and clock() - self._followed_at > OBSERVE_MIN_STEP_S:
+                self.catch_up()
             return inputs[channel]()
 
         return read
@@ -468,9 +471,9 @@ class Plant:
         w = self.wiring
         sources: dict[tuple[int, int], Any] = {}
         for zone, (a, c, transducer) in w.pressure.items():
-            sources[(a, c)] = lambda z=zone, m=transducer: self._pressure_volts(z, m)
+            sources[(a, c)] = partial(self._pressure_volts, zone, transducer)
         for i, (name, (a, c, thermistor)) in enumerate(w.thermistors.items()):
-            sources[(a, c)] = lambda i=i, n=name, m=thermistor: self._thermistor_volts(i, n, m)
+            sources[(a, c)] = partial(self._thermistor_volts, i, name, thermistor)
         for motor, (a, c, sense) in w.motor_current.items():
             sources[(a, c)] = lambda m=motor, cs=sense: cs.volts(self._motor_amps_noisy(m))
         sources[w.rail[:2]] = lambda: (self.params.rail_v if self.relay_on else 0.0) * w.rail[2]
