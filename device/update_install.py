@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib.util
 import json
 import logging
 import os
@@ -233,7 +234,9 @@ class Installer:
             venv = folder / "venv"
             if self.fast_venv:
                 self._run([self.base_python, "-m", "venv", "--without-pip", str(venv)], "creating the venv")
-                pip = [self.base_python, "-m", "pip", "--python", str(venv / "bin" / "python")]
+                runner = _pip_runner()
+                pip = ([str(venv / "bin" / "python"), runner] if runner is not None
+                       else [self.base_python, "-m", "pip", "--python", str(venv / "bin" / "python")])
             else:
                 self._run([self.base_python, "-m", "venv", str(venv)], "creating the venv")
                 pip = [str(venv / "bin" / "python"), "-m", "pip"]
@@ -312,6 +315,16 @@ def _bundled_backends(wheels: Path) -> list[str]:
     """The pin backends among the bundle's wheels: each must import in the new release."""
     names = {w.name.split("-", 1)[0].lower() for w in wheels.glob("*.whl")}
     return [module for module in PIN_BACKENDS if module in names]
+
+
+def _pip_runner() -> str | None:
+    """This interpreter's pip as a script another interpreter runs (what ``pip --python`` starts in the
+    target venv: one process instead of two), or None when this pip has none."""
+    spec = importlib.util.find_spec("pip")
+    if spec is None or spec.origin is None:
+        return None
+    runner = Path(spec.origin).parent / "__pip-runner__.py"
+    return str(runner) if runner.is_file() else None
 
 
 def _base_python() -> str:
