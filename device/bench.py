@@ -77,7 +77,7 @@ class Plan:
 
 FULL = Plan(trials=200, deadman_trials=200, jitter_s=60.0, idle_s=20.0, running_s=60.0,
             sim_minutes=15.0, programs=None, flood_trials=20, web_trials=50, name="full")
-QUICK = Plan(trials=8, deadman_trials=3, jitter_s=1.0, idle_s=1.0, running_s=2.0,
+QUICK = Plan(trials=4, deadman_trials=2, jitter_s=1.0, idle_s=1.0, running_s=2.0,
              sim_minutes=1.0, programs=1, flood_trials=1, flood_messages=2_000, web_trials=5, name="quick")
 NO_WEB = "not asked for (--no-web)"
 
