@@ -1,8 +1,8 @@
 """Every built-in program on the simulated plant in virtual time, judged from the plant's own record.
 
 These runs are also the false-trip check of docs/safety.md: every program at both ends of the intensity
-scale and one intensity between (each of 2-4 on two or three programs), heat on, runs to its end on a
-healthy plant without a fault.
+scale and one intensity between (each of 2-4 on two or three programs), heat on, runs to its end without a
+fault on a healthy unit at a corner of the plant's documented ranges.
 """
 
 from __future__ import annotations
@@ -55,45 +55,22 @@ def _assert_rollers_reverse_through_a_stop(trace: Trace) -> None:
                 last_nonzero, stopped_since = now, None
 
 
-@pytest.mark.parametrize("name", BUILTIN)
-def test_runner_builtin_program_runs_start_to_finish(name: str, config: Config) -> None:
-    """A 10-minute session (the panel's shortest timer) at full intensity with heat on: its shape, and not
-    one fault. (The default timer's 15 minutes run in test_heat_control; 30 minutes in the campaign.)"""
-    sim = Sim(config)
-    rig = sim.rig
-    caps = config.safety.pressure_cap_mmhg
-    program = builtin_library().get(name)
-    sim.start(program=name, intensity=5, heat=True, timer_min=10)
-    expected_s = 600.0 if program.fills_timer else program.pass_s
-    took = sim.run_until_idle(expected_s + 30.0)
+def _assert_session_shape(sim: Sim, name: str, begin: float, expected_s: float) -> None:
+    """The shape of a whole session: waves go up the leg, gentler first minute and end, smooth rollers."""
     trace = sim.trace
-
-    assert sim.session.status is Status.IDLE
-    assert expected_s <= took <= expected_s + 5.0, f"session took {took:.1f} s, expected {expected_s:.0f} s"
-    assert trace.faults == [], f"the safety supervisor tripped: {trace.faults[0]}"
-    hottest = max(trace.sensor_c)
-    assert hottest < config.safety.heat_target_max_c + config.safety.over_target_margin_c, hottest
-    assert hottest > config.heater.default_target_c - 5.0, f"the pad never warmed ({hottest:.1f} °C)"
-    for zone in ZONES:
-        peak = max(trace.pressure[zone])
-        assert peak <= caps[zone], f"{zone} reached {peak:.1f} mmHg, cap {caps[zone]}"
+    caps = sim.config.safety.pressure_cap_mmhg
+    program = builtin_library().get(name)
     _assert_waves_go_up_the_leg(trace, range(len(trace.t)), at_least=round(expected_s / 60.0))
-    # end of the session: everything vented and off, in the plant
-    assert all(rig.plant.pressure[z] < 10.0 for z in ZONES), rig.plant.truth()["pressure_mmhg"]
-    sim.tick()
-    assert rig.plant.all_off(), rig.plant.outputs()
     # the first minute is gentler than the middle of the session
-    first = trace.peak_share(caps, trace.window(0.0, 60.0))
-    middle = trace.peak_share(caps, trace.window(expected_s * 0.4, expected_s * 0.6))
+    first = trace.peak_share(caps, trace.window(begin, begin + 60.0))
+    middle = trace.peak_share(caps, trace.window(begin + expected_s * 0.4, begin + expected_s * 0.6))
     assert first < middle * 0.8, f"first minute {first:.2f} of the cap, middle {middle:.2f}"
     # the end of the cool-down is lighter than the middle (a wave under way finishes first)
     cool_half = program.phase_s("cool_down") / 2
-    ending = trace.peak_share(caps, trace.window(expected_s - cool_half, expected_s + 30.0))
+    ending = trace.peak_share(caps, trace.window(begin + expected_s - cool_half, begin + expected_s + 30.0))
     assert ending < middle * 0.8, f"end of the cool-down {ending:.2f} of the cap, middle {middle:.2f}"
     _assert_rollers_reverse_through_a_stop(trace)
     assert max(pump_runs_s(trace)) < 8.0
-    # the session logic itself is cheap; the rest of the time is the simulated hardware and plant
-    # (speed is the benchmark's to judge, `massager bench`: a timed assertion flakes on a shared machine)
 
 
 def _intensities(name: str) -> tuple[int, int, int]:
@@ -102,7 +79,7 @@ def _intensities(name: str) -> tuple[int, int, int]:
 
 
 def test_runner_intensities_cover_the_whole_scale() -> None:
-    """Between them the programs run every intensity (and intensity 5 also runs 10 minutes above)."""
+    """Between them the programs run every intensity (intensity 5 for 10 minutes, the others for 5)."""
     assert {i for name in BUILTIN for i in _intensities(name)} == {1, 2, 3, 4, 5}
 
 
@@ -113,38 +90,53 @@ def _corner(name: str) -> str:
 
 
 @pytest.mark.parametrize("name", BUILTIN)
-def test_runner_every_intensity_runs_a_short_session_to_its_end(name: str, config: Config) -> None:
-    """5-minute sessions at intensity 1, 5 and one between, heat on at its highest, on a unit at a corner of
-    the documented ranges: each ends by itself without a fault, caps hold, everything ends off, and
-    intensity 5 presses harder than 1."""
+def test_runner_builtin_program_runs_to_its_end_at_every_intensity(name: str, config: Config) -> None:
+    """Each program with heat on at its highest, on a unit at a corner of the documented ranges: 10 minutes at
+    intensity 5 (with the whole session's shape), 5 minutes at 1 and at one between. Each ends by itself on
+    time without a fault, the pad warms, caps hold, everything ends vented and off, and intensity 5 presses
+    harder than 1. (The default timer's 15 minutes run in test_heat_control; 30 minutes in the campaign.)"""
     corner = _corner(name)
-    plant = PLANT_CORNERS[corner]
     heat_target_c = config.safety.heat_target_max_c
     caps = config.safety.pressure_cap_mmhg
     program = builtin_library().get(name)
-    timer_s = 300.0
-    expected_s = timer_s if program.fills_timer else program.pass_s
-    work_from = program.phase_s("warm_up")
-    work_to = min(work_from + 60.0, expected_s - program.phase_s("cool_down"))
-    assert work_to - work_from >= 20.0, f"{name}: too little work in a 5-minute session to judge"
     peaks: dict[int, dict[str, float]] = {}
+    work_s: float | None = None  # the work phase of the first 5-minute session: the stretch intensities compare
     for intensity in _intensities(name):
-        sim = Sim(config, record_outputs=False, plant_params=plant)  # a unit of its own for each intensity
+        whole = intensity == 5  # the 10-minute session, judged for its shape too
+        timer_s = 600.0 if whole else 300.0
+        expected_s = timer_s if program.fills_timer else program.pass_s
+        where = f"{name} at intensity {intensity} on {corner}"
+        sim = Sim(config, record_outputs=whole, plant_params=PLANT_CORNERS[corner])  # a unit for each run
         sim.start(program=name, intensity=intensity, heat=True, heat_target_c=heat_target_c,
                   timer_min=round(timer_s / 60))
         begin = sim.clock.now()
-        took = sim.run_until_idle(expected_s + 30.0)
+        phase_at: dict[str, float] = {}  # when each phase began (a short session shrinks warm-up and cool-down)
+        for phase in ("work", "cool_down"):
+            sim.run(expected_s, until=lambda sim=sim, phase=phase: sim.session.snapshot().phase == phase)
+            assert sim.session.snapshot().phase == phase, f"{where}: no {phase} phase"
+            phase_at[phase] = sim.clock.now()
+        sim.run_until_idle(expected_s + 30.0)
+        took = sim.clock.now() - begin
         trace = sim.trace
-        assert trace.faults == [], f"intensity {intensity}: supervisor tripped: {trace.faults[0]} ({corner})"
-        assert sim.session.status is Status.IDLE and took <= expected_s + 5.0, f"intensity {intensity}: {took}"
+        if work_s is None:
+            work_s = phase_at["cool_down"] - phase_at["work"]
+            assert work_s >= 60.0, f"{where}: too little work to judge ({work_s:.0f} s)"
+        assert trace.faults == [], f"{where}: the safety supervisor tripped: {trace.faults[0]}"
+        assert sim.session.status is Status.IDLE, where
+        assert expected_s <= took <= expected_s + 5.0, f"{where}: took {took:.1f} s, not {expected_s:.0f} s"
+        assert all(sim.plant.pressure[z] < 10.0 for z in ZONES), (where, sim.plant.truth()["pressure_mmhg"])
         sim.tick()
-        assert sim.plant.all_off(), f"intensity {intensity}: {sim.plant.outputs()}"
+        assert sim.plant.all_off(), (where, sim.plant.outputs())
         hottest = max(trace.sensor_c)
-        assert hottest < config.safety.heat_target_max_c + config.safety.over_target_margin_c, hottest
+        assert hottest < heat_target_c + config.safety.over_target_margin_c, (where, hottest)
+        assert hottest > trace.sensor_c[0] + 5.0, f"{where}: the pad never warmed ({hottest:.1f} °C)"
         for zone in ZONES:
-            assert max(trace.pressure[zone]) <= caps[zone], f"intensity {intensity}: {zone} over its cap"
-        work = trace.window(begin + work_from, begin + work_to)
-        peaks[intensity] = {z: max(trace.pressure[z][i] for i in work) for z in ZONES}
+            peak = max(trace.pressure[zone])
+            assert peak <= caps[zone], f"{where}: {zone} reached {peak:.1f} mmHg, cap {caps[zone]}"
+        window = trace.window(phase_at["work"], phase_at["work"] + work_s)
+        peaks[intensity] = {z: max(trace.pressure[z][i] for i in window) for z in ZONES}
+        if whole:
+            _assert_session_shape(sim, name, begin, expected_s)
         sim.close()
     for zone in ZONES:
         low, high = peaks[1][zone], peaks[5][zone]
