@@ -303,7 +303,8 @@ def test_slow_common_mode_drift_is_the_documented_residual_held_by_the_thermal_c
     """Both thermistors drifting low together, slowly: invisible to software (docs/safety.md).
 
     Without the pad's thermal cutoff the pad follows the drift past 46 °C; with it fitted (the product's
-    hardware layer) the pad stays at or below 46 °C.
+    hardware layer) the pad stays at or below 46 °C: the cutoff opens, and the heat the firmware then
+    delivers without effect latches the energy balance, after which nothing heats until a reset.
     """
     for cutoff, bounded in ((None, False), (45.0, True)):
         unit: SimUnit = make_unit(PlantParams(thermal_cutoff_c=cutoff))  # type: ignore[operator]
@@ -313,9 +314,12 @@ def test_slow_common_mode_drift_is_the_documented_residual_held_by_the_thermal_c
         for _ in range(round(1500.0 / SAMPLE_PERIOD_S)):
             unit.tick()
             hottest = max(hottest, unit.plant.pad_c)
-            if hottest > PAD_MAX_C:
-                break  # the verdict is in (no cutoff: the residual shows; with one, the test fails)
+            if hottest > PAD_MAX_C or (unit.app.supervisor.latched is not None and unit.plant.all_off()):
+                break  # the verdict is in: past the bound, or latched with every output off
         assert (hottest <= PAD_MAX_C) is bounded, (cutoff, hottest, unit.faults)
+        if bounded:
+            unit.run(60.0)  # latched: the pad only cools
+            assert unit.plant.all_off() and max(hottest, unit.plant.pad_c) <= PAD_MAX_C
 
 
 def test_restart_with_a_warm_pad_then_heat_does_not_trip_the_energy_balance(config: Config) -> None:
