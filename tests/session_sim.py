@@ -22,6 +22,7 @@ from drivers.clock import VirtualClock
 from drivers.sim.plant import Plant, PlantParams
 from modes.library import ProgramLibrary, load_library
 from modes.limits import SAMPLE_PERIOD_S, ZONES, Zone
+from modes.program import parse_program
 from modes.session import Session, SessionSettings, Status
 from modes.signals import OFF, Command, Sample
 
@@ -63,6 +64,16 @@ PLANT_CORNERS: dict[str, PlantParams] = {
     "weak-pump-big-bags-hot": _corner(0.75, 1.15, 1.15, 30.0, 34.0),
     "strong-pump-small-bags-cold": _corner(1.25, 0.85, 0.85, 15.0, 30.0),
 }
+
+
+def brief_warm_up(name: str, step_s: float = 15.0) -> ProgramLibrary:
+    """The built-ins plus ``name`` with each warm-up step cut to ``step_s``, as the user program
+    ``<name>_brief`` (for tests whose moment is in the work phase: a shipped warm-up is 1.5-2.5 minutes)."""
+    library = builtin_library()
+    program = library.get(name).model_dump(exclude_none=True)
+    program["warm_up"] = [{**step, "duration_s": step_s} for step in program["warm_up"]]
+    program["name"] = f"{name}_brief"
+    return ProgramLibrary(library.builtin, {program["name"]: parse_program(program, f"{name}_brief")})
 
 
 def with_caps(config: Config, caps: Mapping[Zone, float]) -> Config:

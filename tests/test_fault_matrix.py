@@ -26,32 +26,20 @@ from device.harness import SimUnit
 from device.safety import Fault, FaultCode, Supervisor
 from drivers.clock import VirtualClock
 from drivers.sim.plant import Plant
-from modes.library import ProgramLibrary
 from modes.limits import SAMPLE_PERIOD_S, ZONES, Zone
-from modes.program import parse_program
 from modes.session import Session, Status
-from tests.session_sim import builtin_library
+from tests.session_sim import brief_warm_up
 
 pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
 
 DT = SAMPLE_PERIOD_S
-PROGRAM = "relax_brief"  # relax (three-zone waves, both rollers, in every phase) with a brief warm-up
-WARM_UP_STEP_S = 15.0
+PROGRAM = "relax_brief"  # relax (three-zone waves, both rollers, in every phase), its warm-up 2 x 15 s
+LIBRARY = brief_warm_up("relax")
 TIMER_MIN = 5
 VENT_DEADLINE_S = 3.0
 STATES = ("idle", "warm_up", "work", "pause", "finishing")
 
 
-def matrix_library() -> ProgramLibrary:
-    """The built-ins plus relax with each warm-up step cut to ``WARM_UP_STEP_S``, as a user program."""
-    library = builtin_library()
-    relax = library.get("relax").model_dump(exclude_none=True)
-    relax["warm_up"] = [{**step, "duration_s": WARM_UP_STEP_S} for step in relax["warm_up"]]
-    relax["name"] = PROGRAM
-    return ProgramLibrary(library.builtin, {PROGRAM: parse_program(relax, "the fault matrix")})
-
-
-LIBRARY = matrix_library()
 
 
 @dataclass
