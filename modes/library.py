@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import tomllib
 from collections.abc import Mapping
@@ -71,6 +72,12 @@ class ProgramLibrary:
 
 def load_builtin() -> dict[str, Program]:
     """The built-in programs from the package's ``programs/*.toml``; an invalid one is a bug and raises."""
+    return dict(_builtin_programs())
+
+
+@functools.cache
+def _builtin_programs() -> tuple[tuple[str, Program], ...]:
+    """The built-ins in panel order, parsed once per process (package data; the programs are frozen)."""
     folder = resources.files("modes").joinpath("programs")
     found: dict[str, Program] = {}
     for entry in folder.iterdir():
@@ -84,7 +91,7 @@ def load_builtin() -> dict[str, Program]:
         raise ProgramError(f"built-in programs missing from the package: {', '.join(missing)}")
     ordered = {n: found.pop(n) for n in BUILTIN_ORDER}
     ordered.update(sorted(found.items()))
-    return ordered
+    return tuple(ordered.items())
 
 
 def read_program_file(path: Path) -> Program:
