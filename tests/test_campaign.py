@@ -28,10 +28,10 @@ from device.harness import SimUnit
 from device.safety import FaultCode
 from drivers.sim.plant import PlantParams
 from modes.limits import PRESSURE_TRIP_MMHG, SAMPLE_PERIOD_S, ZONES
+from tests.profiles import CAMPAIGN, examples
 
 pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
 
-CAMPAIGN = os.environ.get("MASSAGER_CAMPAIGN") == "1"
 REPORT = os.environ.get("MASSAGER_CAMPAIGN_REPORT")  # one JSON line per example (tests/campaign_report.py)
 PAD_MAX_C = 46.0
 OVERSHOOT_MMHG = 5.0
@@ -225,7 +225,7 @@ def _run(unit: SimUnit, scenario: Scenario) -> None:
 
 
 @settings(
-    max_examples=3000 if CAMPAIGN else 10,
+    max_examples=examples(10, 3000),
     derandomize=not CAMPAIGN,  # the default profile draws the same examples every run; the long one explores
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -23,6 +23,7 @@ from device.harness import SimUnit
 from modes.limits import SAMPLE_PERIOD_S
 from tests.conftest import Broker
 from tests.mqtt_support import BASE, mqtt_config, publish_elsewhere, running_firmware, watching
+from tests.profiles import examples
 
 ZONES = ("foot", "ankle", "calf")
 FIELDS = {"start": {"program", "intensity", "heat", "heat_target_c", "timer_min"},
@@ -201,14 +202,16 @@ def _check_refused(idle: SimUnit, payload: bytes) -> None:
 
 
 @pytest.mark.virtual_time
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(1000, 10_000), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=st.binary(max_size=256))
 def test_mqtt_fuzz_random_bytes_never_crash_nor_act(idle: SimUnit, payload: bytes) -> None:
     _check_refused(idle, payload)
 
 
 @pytest.mark.virtual_time
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(750, 7_500), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=json_values)
 def test_mqtt_fuzz_random_json_never_crash_nor_act(idle: SimUnit, document: Any) -> None:
     _check_refused(idle, json.dumps(document).encode())
@@ -227,7 +230,8 @@ valid_leaning = st.fixed_dictionaries(
 
 
 @pytest.mark.virtual_time
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300, 3_000), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(documents=st.lists(st.one_of(valid_leaning, valid_leaning, command_like), min_size=1, max_size=4))
 def test_mqtt_fuzz_command_sequences_follow_the_contract(
     idle: SimUnit, documents: list[dict[str, Any]]

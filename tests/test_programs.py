@@ -20,6 +20,7 @@ from modes.library import BUILTIN_ORDER, UnknownProgram, load_library
 from modes.limits import ZONES
 from modes.program import Program, ProgramError, parse_program
 from modes.session import Status
+from tests.profiles import examples
 from tests.session_sim import Sim, builtin_library, with_caps
 
 pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
@@ -315,7 +316,8 @@ caps = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(50, 1_000), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=random_programs(), zone_caps=caps, intensity=st.integers(1, 5))
 def test_programs_random_program_is_refused_or_stays_within_caps(
     data: dict[str, Any], zone_caps: dict[str, float], intensity: int, config: Config
