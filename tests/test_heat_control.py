@@ -12,15 +12,17 @@ from tests.session_sim import Sim
 pytestmark = pytest.mark.virtual_time  # no broker, browser or wall clock: scripts/test runs it at low priority
 
 
-@pytest.mark.parametrize("target_c", [40.0, 36.0])
+@pytest.mark.parametrize(("target_c", "timer_min"), [(40.0, None), (36.0, 10)])
 def test_heat_control_reaches_and_holds_target_then_off_after_session(
-    target_c: float, config: Config
+    target_c: float, timer_min: int | None, config: Config
 ) -> None:
+    """No timer given: the default (15 minutes); the panel's shortest, 10 minutes, for the other target."""
     sim = Sim(config)
     rig = sim.rig
-    sim.start(program="relax", intensity=3, heat=True, heat_target_c=target_c)
+    timer = {} if timer_min is None else {"timer_min": timer_min}
+    sim.start(program="relax", intensity=3, heat=True, heat_target_c=target_c, **timer)
     assert sim.session.snapshot().heat_active
-    timer_s = config.session.timer_default_min * 60.0  # no timer given: the default
+    timer_s = (timer_min or config.session.timer_default_min) * 60.0
     took = sim.run_until_idle(timer_s + 30.0)
     assert timer_s <= took <= timer_s + 5.0, took
     trace = sim.trace

@@ -42,6 +42,12 @@ def make_unit(config: Config) -> Iterator[object]:
         unit.close()
 
 
+# Programs whose warm-up is cut to 2 x 15 s, for tests whose moment is in the work phase (a shipped warm-up is
+# 2 to 2.5 minutes of every such test's time).
+RELAX_BRIEF = brief_warm_up("relax")
+RECOVERY_BRIEF = brief_warm_up("recovery")
+
+
 def running(unit: SimUnit, **start: object) -> None:
     """Start a session through the command path and run into its work phase."""
     reply = unit.command(action="start", **start)
@@ -54,8 +60,8 @@ def running(unit: SimUnit, **start: object) -> None:
 
 
 def test_deadman_trip_during_a_stalled_pass_keeps_every_output_off(make_unit: object) -> None:
-    unit: SimUnit = make_unit()  # type: ignore[operator]
-    running(unit, heat=True)
+    unit: SimUnit = make_unit(library=RELAX_BRIEF)  # type: ignore[operator]
+    running(unit, program="relax_brief", heat=True)
     unit.run(30.0, until=lambda: unit.plant.outputs()["heater"] > 0 and any(
         unit.plant.outputs()[f"valve_{z}"] for z in ZONES))
     assert unit.plant.outputs()["relay"]
@@ -110,9 +116,6 @@ def test_deadman_keeps_watching_after_a_trip(make_unit: object) -> None:
 
 
 # -- 2. a pressure sensor that lies ----------------------------------------------------------------
-
-
-RECOVERY_BRIEF = brief_warm_up("recovery")
 
 
 @pytest.mark.parametrize("fault", ["pressure_sensor_zero", "pressure_sensor_stuck"])
@@ -206,8 +209,8 @@ def test_start_refused_while_a_motor_current_sense_reads_at_rest(make_unit: obje
 
 
 def test_reset_refused_while_a_zone_holds_air(make_unit: object) -> None:
-    unit: SimUnit = make_unit()  # type: ignore[operator]
-    running(unit, program="recovery", intensity=5)
+    unit: SimUnit = make_unit(library=RECOVERY_BRIEF)  # type: ignore[operator]
+    running(unit, program="recovery_brief", intensity=5)
     unit.run(60.0, until=lambda: unit.plant.pressure["foot"] > 60.0 and unit.plant.valve_connected("foot"))
     unit.plant.inject("valve_stuck_closed", zone="foot")
     unit.plant.inject("motor_stall", motor="all")
@@ -345,8 +348,8 @@ def test_restart_with_a_warm_pad_then_heat_does_not_trip_the_energy_balance(conf
 
 def test_resume_right_after_pause_is_not_refused_for_a_coasting_roller(make_unit: object) -> None:
     """A roller still coasting after pause draws a little current: that is not a sensor fault (fuzz find)."""
-    unit: SimUnit = make_unit()  # type: ignore[operator]
-    running(unit, program="recovery", intensity=5)
+    unit: SimUnit = make_unit(library=RECOVERY_BRIEF)  # type: ignore[operator]
+    running(unit, program="recovery_brief", intensity=5)
     unit.run(5.0)
     assert unit.command(action="pause").ok
     unit.run(0.1)
