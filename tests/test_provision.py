@@ -31,13 +31,21 @@ BUNDLE = "massager-provision"
 PASSPHRASE = "correct horse battery staple"
 
 
-@pytest.fixture
-def image(tmp_path: Path) -> Path:
-    """A massager image built from the synthetic base (not provisioned yet)."""
-    base = make_base_image(tmp_path)
-    out = tmp_path / "massager.img"
-    proc = run_script("build-image", base, out, "--wheelhouse", make_wheelhouse(tmp_path))
+@pytest.fixture(scope="module")
+def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A massager image built from the synthetic base, once per module (test_build_image tests the build)."""
+    tmp = tmp_path_factory.mktemp("image")
+    out = tmp / "massager.img"
+    proc = run_script("build-image", make_base_image(tmp), out, "--wheelhouse", make_wheelhouse(tmp))
     assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture
+def image(built_image: Path, tmp_path: Path) -> Path:
+    """A card of its own for the test: a copy of the built image (not provisioned yet), sparse as written."""
+    out = tmp_path / "massager.img"
+    subprocess.run(["cp", "--sparse=always", str(built_image), str(out)], check=True)
     return out
 
 
