@@ -24,6 +24,21 @@ STOCK_FSTAB = (
 DEFAULT_TOML = b'# example config\ndevice_id = ""\n\n[mqtt]\nhost = "localhost"\n'
 
 
+def built_image(tmp: Path, *extra: str | Path) -> Path:
+    """A massager image built from the synthetic base with build-image (``extra``: more of its options)."""
+    out = tmp / "massager.img"
+    proc = run_script("build-image", make_base_image(tmp), out, "--wheelhouse", make_wheelhouse(tmp), *extra)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def card_copy(image: Path, folder: Path) -> Path:
+    """A card of a test's own: a copy of ``image`` (sparse, as written), named like it, in ``folder``."""
+    out = folder / image.name
+    subprocess.run(["cp", "--sparse=always", str(image), str(out)], check=True)
+    return out
+
+
 def sh(*args: str | Path, env: dict[str, str] | None = None) -> None:
     """Run a tool, failing the test with its output."""
     proc = subprocess.run([str(a) for a in args], capture_output=True, env={**os.environ, **(env or {})})

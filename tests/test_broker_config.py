@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.conftest import Broker, free_port
-from tests.image_fixtures import REPO, fat_read, make_base_image, make_wheelhouse, run_script
+from tests.image_fixtures import REPO, built_image, card_copy, fat_read, run_script
 
 WAIT_S = 5.0
 
@@ -142,14 +142,16 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+@pytest.fixture(scope="module")
+def module_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A massager image, built once for the module (the build is test_build_image's)."""
+    return built_image(tmp_path_factory.mktemp("image"))
+
+
 @pytest.fixture
-def provisioned(tmp_path: Path) -> Iterator[Provisioned]:
-    """A mosquitto with the image's config and the files scripts/provision wrote to a built image."""
-    image = tmp_path / "massager.img"
-    built = run_script(
-        "build-image", make_base_image(tmp_path), image, "--wheelhouse", make_wheelhouse(tmp_path)
-    )
-    assert built.returncode == 0, built.stderr
+def provisioned(module_image: Path, tmp_path: Path) -> Iterator[Provisioned]:
+    """A mosquitto with the image's config and the files scripts/provision wrote to a card of the test's own."""
+    image = card_copy(module_image, tmp_path)
     cert, key = self_signed(tmp_path)
     proc = run_script("provision", image, "--json", "--tls-cert", cert, "--tls-key", key)
     assert proc.returncode == 0, proc.stderr

@@ -8,14 +8,14 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.image_fixtures import (
     BOOT_START,
     REPO,
     SECTOR,
     STOCK_CMDLINE,
-    make_base_image,
-    make_wheelhouse,
-    run_script,
+    built_image,
 )
 
 FIRSTBOOT = REPO / "image" / "firstboot.sh"
@@ -35,22 +35,24 @@ STUBS = {
 }
 
 
-def device(tmp_path: Path) -> dict[str, Path]:
-    """A built image's boot partition unpacked to a folder, an empty root, and stubbed system tools."""
-    base = make_base_image(tmp_path)
-    make_wheelhouse(tmp_path)
-    debs = tmp_path / "debs"
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A massager image with two arm64 debs, built once for the module (each test unpacks its boot files)."""
+    tmp = tmp_path_factory.mktemp("image")
+    debs = tmp / "debs"
     debs.mkdir()
     (debs / "mosquitto_2.0.11-1.2+deb12u1_arm64.deb").write_bytes(b"!<arch>\nmosquitto")
     (debs / "libcjson1_1.7.15-1+deb12u2_arm64.deb").write_bytes(b"!<arch>\ncjson")
-    out = tmp_path / "out.img"
-    proc = run_script("build-image", base, out, "--wheelhouse", tmp_path / "wheelhouse", "--debs", debs)
-    assert proc.returncode == 0, proc.stderr
+    return built_image(tmp, "--debs", debs)
+
+
+def device(image: Path, tmp_path: Path) -> dict[str, Path]:
+    """The image's boot partition unpacked to a folder, an empty root, and stubbed system tools."""
     boot, root, bin_, flags = (tmp_path / n for n in ("boot", "root", "bin", "flags"))
     for d in (boot, root, bin_, flags, tmp_path / "leds" / "ACT"):
         d.mkdir(parents=True)
     subprocess.run(
-        ["mcopy", "-s", "-n", "-i", f"{out}@@{BOOT_START * SECTOR}", "::/*", str(boot)],
+        ["mcopy", "-s", "-n", "-i", f"{image}@@{BOOT_START * SECTOR}", "::/*", str(boot)],
         check=True,
         env={**os.environ, "MTOOLSRC": "/dev/null", "MTOOLS_SKIP_CHECK": "1"},
     )
@@ -84,8 +86,8 @@ def calls(dev: dict[str, Path], tool: str) -> list[list[str]]:
     return [line.split()[1:] for line in text.splitlines() if line.split()[0] == tool]
 
 
-def test_firstboot_installs_the_debs_offline_by_absolute_path(tmp_path: Path) -> None:
-    dev = device(tmp_path)
+def test_firstboot_installs_the_debs_offline_by_absolute_path(image: Path, tmp_path: Path) -> None:
+    dev = device(image, tmp_path)
     proc = first_boot(dev)
     log = (dev["boot"] / "massager-firstboot.log").read_text()
     assert proc.returncode == 0, log
@@ -98,8 +100,8 @@ def test_firstboot_installs_the_debs_offline_by_absolute_path(tmp_path: Path) ->
     assert calls(dev, "dpkg") == [["--root=" + str(dev["root"]), "--configure", "-a"]]
 
 
-def test_firstboot_gives_the_venv_its_own_pin_backend(tmp_path: Path) -> None:
-    dev = device(tmp_path)
+def test_firstboot_gives_the_venv_its_own_pin_backend(image: Path, tmp_path: Path) -> None:
+    dev = device(image, tmp_path)
     assert first_boot(dev).returncode == 0
     (venv,) = calls(dev, "python3")
     # no --system-site-packages; the release folder field updates switch between (docs/technician.md)
@@ -113,16 +115,16 @@ def test_firstboot_gives_the_venv_its_own_pin_backend(tmp_path: Path) -> None:
     assert ["-c", "import", "lgpio,", "gpiozero,", "device.cli"] in calls(dev, "python")
 
 
-def test_firstboot_makes_the_programs_folder_readable_by_the_firmware(tmp_path: Path) -> None:
-    dev = device(tmp_path)
+def test_firstboot_makes_the_programs_folder_readable_by_the_firmware(image: Path, tmp_path: Path) -> None:
+    dev = device(image, tmp_path)
     (dev["root"] / "etc/massager/programs").mkdir(parents=True, mode=0o700)  # left by an older image
     assert first_boot(dev).returncode == 0
     mode = stat.S_IMODE((dev["root"] / "etc/massager/programs").stat().st_mode)
     assert mode == 0o755
 
 
-def test_firstboot_removes_its_hook_only_when_everything_is_installed(tmp_path: Path) -> None:
-    dev = device(tmp_path)
+def test_firstboot_removes_its_hook_only_when_everything_is_installed(image: Path, tmp_path: Path) -> None:
+    dev = device(image, tmp_path)
     assert first_boot(dev).returncode == 0
     assert (dev["boot"] / "cmdline.txt").read_text() == STOCK_CMDLINE
     assert not (dev["boot"] / "massager").exists()
@@ -133,8 +135,8 @@ def test_firstboot_removes_its_hook_only_when_everything_is_installed(tmp_path: 
     assert "done; rebooting into the firmware" in (dev["boot"] / "massager-firstboot.log").read_text()
 
 
-def test_firstboot_failure_keeps_the_hook_stays_on_and_blinks(tmp_path: Path) -> None:
-    dev = device(tmp_path)
+def test_firstboot_failure_keeps_the_hook_stays_on_and_blinks(image: Path, tmp_path: Path) -> None:
+    dev = device(image, tmp_path)
     (dev["flags"] / "apt-fails").touch()
     cmdline = (dev["boot"] / "cmdline.txt").read_text()
     assert "systemd.run_failure_action=none" in cmdline  # systemd's default would power the unit off

@@ -20,10 +20,10 @@ from tests.image_fixtures import (
     DEFAULT_TOML,
     REPO,
     SECTOR,
+    built_image,
+    card_copy,
     fat_list,
     fat_read,
-    make_base_image,
-    make_wheelhouse,
     run_script,
 )
 
@@ -32,21 +32,15 @@ PASSPHRASE = "correct horse battery staple"
 
 
 @pytest.fixture(scope="module")
-def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A massager image built from the synthetic base, once per module (test_build_image tests the build)."""
-    tmp = tmp_path_factory.mktemp("image")
-    out = tmp / "massager.img"
-    proc = run_script("build-image", make_base_image(tmp), out, "--wheelhouse", make_wheelhouse(tmp))
-    assert proc.returncode == 0, proc.stderr
-    return out
+def module_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A massager image, built once for the module (the build is test_build_image's)."""
+    return built_image(tmp_path_factory.mktemp("image"))
 
 
 @pytest.fixture
-def image(built_image: Path, tmp_path: Path) -> Path:
-    """A card of its own for the test: a copy of the built image (not provisioned yet), sparse as written."""
-    out = tmp_path / "massager.img"
-    subprocess.run(["cp", "--sparse=always", str(built_image), str(out)], check=True)
-    return out
+def image(module_image: Path, tmp_path: Path) -> Path:
+    """A card of the test's own, not provisioned yet."""
+    return card_copy(module_image, tmp_path)
 
 
 def provision(
