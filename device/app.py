@@ -286,6 +286,11 @@ class App(Generic[RigT]):
             self.store.save(self.device.stored)
             self.store.close()
             sdnotify.stopping()
+            stop_task = self._stop_task
+            if stop_task is not None and not stop_task.done():  # it waits for late tasks: none are left
+                stop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stop_task
         return status
 
     async def finish(self) -> None:

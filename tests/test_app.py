@@ -201,7 +201,10 @@ def run_app(config: Config, tasks: dict[str, Callable[[App], Awaitable[None]]]) 
         app = sim_app(config, clock=clock, monotonic=clock.now)
         holder.append((app, AtClose(app)))
         app.extra_tasks.update(tasks)
-        return await app.run()
+        code = await app.run()
+        left = [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert left == [], f"the app left tasks running: {left}"
+        return code
 
     code = run_virtual(main())
     return code, *holder[0]

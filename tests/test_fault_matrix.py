@@ -40,8 +40,6 @@ VENT_DEADLINE_S = 3.0
 STATES = ("idle", "warm_up", "work", "pause", "finishing")
 
 
-
-
 @dataclass
 class Unit:
     """A simulated unit on the production loop, with the matrix's ways of driving and judging it."""
