@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
 
 from drivers.ads1115 import REG_CONFIG, REG_CONVERSION
 
@@ -16,11 +15,6 @@ MUX_INPUTS: dict[int, tuple[int, int | None]] = {
     0: (0, 1), 1: (0, 3), 2: (1, 3), 3: (2, 3), 4: (0, None), 5: (1, None), 6: (2, None), 7: (3, None)
 }
 POWER_ON_CONFIG = 0x8583  # the datasheet's reset value
-# Config bits 14:9 (MUX and PGA) -> (positive input, negative input or None, full-scale volts), looked up per
-# conversion.
-_INPUTS_AND_RANGE = {
-    bits: (*MUX_INPUTS[bits >> 3], FSR_BY_BITS[bits & 0x7]) for bits in range(64)
-}
 
 
 @dataclass
@@ -37,19 +31,6 @@ class FakeADS1115:
 
     def write(self, register: int, data: list[int]) -> None:
         """Handle a register write (the pointer byte plus data bytes)."""
-        if register == REG_CONFIG and len(data) == 2:  # a conversion's start: the common case first
-            self.pointer = register
-            word = (data[0] << 8) | data[1]
-            self.config = word & 0x7FFF  # OS reads back as 0 while converting
-            if word & 0x0100:  # single-shot
-                if word & 0x8000:
-                    self._convert()
-                    self._polls_left = self.busy_polls
-            else:
-                self._convert()
-                self._polls_left = 0
-                self.config |= 0x8000
-            return
         if register not in (0, 1, 2, 3):
             raise OSError(errno.EIO, f"ADS1115 has no register {register}")
         self.pointer = register
@@ -57,7 +38,16 @@ class FakeADS1115:
             return
         if len(data) != 2:
             raise OSError(errno.EIO, f"ADS1115 register writes take 2 bytes, got {len(data)}")
-        # threshold registers: stored by a real chip, unused here (config writes are handled above)
+        word = (data[0] << 8) | data[1]
+        if register != REG_CONFIG:
+            return  # threshold registers: stored by a real chip, unused here
+        single_shot = bool(word & 0x0100)
+        self.config = word & 0x7FFF  # OS reads back as 0 while converting
+        if word & 0x8000 or not single_shot:
+            self._convert()
+            self._polls_left = self.busy_polls if single_shot else 0
+        if not single_shot:
+            self.config |= 0x8000
 
     def read(self, register: int, length: int) -> list[int]:
         """Handle a register read of ``length`` bytes."""
@@ -80,10 +70,11 @@ class FakeADS1115:
         return [word >> 8, word & 0xFF][:length] + [0] * max(0, length - 2)
 
     def _convert(self) -> None:
-        positive, negative, fsr = _INPUTS_AND_RANGE[(self.config >> 9) & 0x3F]
+        positive, negative = MUX_INPUTS[(self.config >> 12) & 0x7]
+        fsr = FSR_BY_BITS[(self.config >> 9) & 0x7]
         volts = self.volts(positive) - (self.volts(negative) if negative is not None else 0.0)
         code = round(volts / fsr * 32768.0)
-        self.conversion = -32768 if code < -32768 else 32767 if code > 32767 else code
+        self.conversion = max(-32768, min(32767, code))
         self.conversions += 1
 
 
@@ -107,40 +98,31 @@ class FakeSMBus:
     closed: bool = False
     traffic: list[Transfer] | None = None  # set to [] to record every transfer (tests)
 
-    def _fail(self, address: int) -> NoReturn:
-        """Raise the error of a transfer to ``address`` that no device answers."""
+    def _device(self, address: int) -> FakeADS1115:
+        self.transfers += 1
         if self.dead or self.closed:
             raise OSError(errno.EREMOTEIO, "Remote I/O error")
-        raise OSError(errno.EREMOTEIO, f"no device answers at {address:#x}")
+        try:
+            return self.devices[address]
+        except KeyError:
+            raise OSError(errno.EREMOTEIO, f"no device answers at {address:#x}") from None
 
     def write_i2c_block_data(self, i2c_addr: int, register: int, data: list[int]) -> None:
         """Write ``data`` to ``register`` of the device at ``i2c_addr``."""
-        self.transfers += 1  # (nine writes and eighteen reads per 20 Hz pass of every simulated unit)
-        device = self.devices.get(i2c_addr)
-        if device is None or self.dead or self.closed:
-            self._fail(i2c_addr)
-        device.write(register, data if type(data) is list else list(data))
+        self._device(i2c_addr).write(register, data if type(data) is list else list(data))
         if self.traffic is not None:
             self.traffic.append(Transfer("write", i2c_addr, register, tuple(data)))
 
     def read_i2c_block_data(self, i2c_addr: int, register: int, length: int) -> list[int]:
         """Read ``length`` bytes from ``register`` of the device at ``i2c_addr``."""
-        self.transfers += 1
-        device = self.devices.get(i2c_addr)
-        if device is None or self.dead or self.closed:
-            self._fail(i2c_addr)
-        data = device.read(register, length)
+        data = self._device(i2c_addr).read(register, length)
         if self.traffic is not None:
             self.traffic.append(Transfer("read", i2c_addr, register, tuple(data)))
         return data
 
     def write_byte(self, i2c_addr: int, value: int) -> None:
         """Set the register pointer of the device at ``i2c_addr``."""
-        self.transfers += 1
-        device = self.devices.get(i2c_addr)
-        if device is None or self.dead or self.closed:
-            self._fail(i2c_addr)
-        device.write(value, [])
+        self._device(i2c_addr).write(value, [])
 
     def close(self) -> None:
         """Close the bus."""

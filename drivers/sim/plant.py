@@ -10,7 +10,6 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -237,10 +236,6 @@ class Plant:
         for address in sorted(addresses):
             self.bus.devices[address] = FakeADS1115(volts=self._volts_reader(address), busy_polls=0)
         self._pins = {name: factory.pin(pin) for name, pin in wiring.pins.items()}
-        self._valve_pins = {z: f"valve_{z}" for z in ZONE_NAMES}
-        self._motor_pins = {m: (f"{m}_forward", f"{m}_backward") for m in MOTOR_NAMES}
-        self._decay_h = -1.0  # the sub-step length the cached decays below belong to
-        self._decays: dict[float, float] = {}
         self._follow_clock: Callable[[], float] | None = None
         self._follow_max_gap_s = 1.0
         self._followed_at = 0.0
@@ -279,10 +274,7 @@ class Plant:
 
     def heater_power(self) -> float:
         """Fraction of full heating power reaching the pad now."""
-        return self._heater_power(self.relay_on)
-
-    def _heater_power(self, relay_on: bool) -> float:
-        if not relay_on or "heater_open" in self.faults or self.cutoff_open:
+        if not self.relay_on or "heater_open" in self.faults or self.cutoff_open:
             return 0.0
         # A runaway's switch is stuck on: duty no longer matters.
         power = 1.0 if "heater_runaway" in self.faults else self._pin("heater")
@@ -291,48 +283,26 @@ class Plant:
 
     def pump_duty(self) -> float:
         """Effective pump duty (0 with the relay open or the pump dead)."""
-        return self._pump_duty(self.relay_on)
-
-    def _pump_duty(self, relay_on: bool) -> float:
-        if not relay_on or "pump_dead" in self.faults:
+        if not self.relay_on or "pump_dead" in self.faults:
             return 0.0
         weak = self.faults.get("pump_weak")
         return self._pin("pump") * (weak["flow"] if weak is not None else 1.0)
 
     def valve_connected(self, zone: str) -> bool:
         """True when the zone's valve connects it to the manifold (vs. venting)."""
-        return self._valve_connected(zone, self.relay_on)
-
-    def _valve_connected(self, zone: str, relay_on: bool) -> bool:
-        faults = self.faults
-        if faults:
-            stuck_open = faults.get("valve_stuck_open")
-            if stuck_open is not None and zone in stuck_open["zones"]:
-                return False
-            stuck_closed = faults.get("valve_stuck_closed")
-            if stuck_closed is not None and zone in stuck_closed["zones"]:
-                return True
-        return relay_on and self._pin(self._valve_pins[zone]) > 0.5
+        stuck_open = self.faults.get("valve_stuck_open")
+        if stuck_open is not None and zone in stuck_open["zones"]:
+            return False
+        stuck_closed = self.faults.get("valve_stuck_closed")
+        if stuck_closed is not None and zone in stuck_closed["zones"]:
+            return True
+        return self.relay_on and self._pin(f"valve_{zone}") > 0.5
 
     def motor_duty(self, motor: str) -> float:
         """Signed duty across the motor's H-bridge (0 with the relay open)."""
-        return self._motor_duty(motor, self.relay_on)
-
-    def _motor_duty(self, motor: str, relay_on: bool) -> float:
-        if not relay_on:
+        if not self.relay_on:
             return 0.0
-        forward, backward = self._motor_pins[motor]
-        return self._pin(forward) - self._pin(backward)
-
-    def _decay(self, h: float, tau: float) -> float:
-        """``exp(-h / tau)``, kept for the current sub-step length (most sub-steps are one period)."""
-        if h != self._decay_h:
-            self._decay_h = h
-            self._decays = {}
-        factor = self._decays.get(tau)
-        if factor is None:
-            factor = self._decays[tau] = math.exp(-h / tau)
-        return factor
+        return self._pin(f"{motor}_forward") - self._pin(f"{motor}_backward")
 
     # -- physics ------------------------------------------------------------------------------
 
@@ -366,13 +336,12 @@ class Plant:
         h = dt / steps
         for _ in range(steps):
             self._step_deadman()
-            relay_on = self.relay_on  # the pins hold still within a sub-step
-            self._step_heater(h, relay_on)
-            self._step_airbags(h, relay_on)
-            self._step_motors(h, relay_on)
+            self._step_heater(h)
+            self._step_airbags(h)
+            self._step_motors(h)
             self.t += h
 
-    def _step_heater(self, h: float, relay_on: bool) -> None:
+    def _step_heater(self, h: float) -> None:
         p = self.params
         cutoff = p.thermal_cutoff_c
         if cutoff is not None:
@@ -381,25 +350,24 @@ class Plant:
             elif self.pad_c < cutoff - THERMAL_CUTOFF_RESET_C:
                 self.cutoff_open = False
         dT = (
-            p.heater_full_c_per_s * self._heater_power(relay_on)
+            p.heater_full_c_per_s * self.heater_power()
             - p.heater_loss_per_s * (self.pad_c - p.air_c)
             - p.heater_loss_per_s * (self.pad_c - p.skin_c)
         )
         self.pad_c += dT * h
         detached = self.faults.get("thermistor_detached", {}).get("_sensors", ())
-        sensor_c = self.sensor_c
-        for i, name in enumerate(sensor_c):
+        for i, name in enumerate(self.sensor_c):
             if name in detached:  # off the pad: it follows the air instead
                 target, tau = p.air_c, p.detached_tau_s
             else:
                 target, tau = self.pad_c, p.thermistor_lag_s[min(i, len(p.thermistor_lag_s) - 1)]
-            sensor_c[name] += (target - sensor_c[name]) * (1.0 - self._decay(h, tau))
+            self.sensor_c[name] += (target - self.sensor_c[name]) * (1.0 - math.exp(-h / tau))
 
-    def _step_airbags(self, h: float, relay_on: bool) -> None:
+    def _step_airbags(self, h: float) -> None:
         p = self.params
-        connected = [z for z in ZONE_NAMES if self._valve_connected(z, relay_on)]
+        connected = [z for z in ZONE_NAMES if self.valve_connected(z)]
         new = dict(self.pressure)
-        duty = self._pump_duty(relay_on)
+        duty = self.pump_duty()
         if connected and duty > 0.0:
             head = max(self.pressure[z] for z in connected)
             flow = p.pump_flow * duty * max(0.0, 1.0 - head / p.pump_stall_mmhg)
@@ -411,27 +379,26 @@ class Plant:
                 new[a] -= q / p.zone_volume[a]
                 new[b] += q / p.zone_volume[b]
         leak = self.faults.get("leak")
-        vent = self._decay(h, p.vent_tau_s)
         for z in ZONE_NAMES:
             if z in connected:
                 new[z] -= new[z] * p.leak_per_s * h
             else:
-                new[z] *= vent
+                new[z] *= math.exp(-h / p.vent_tau_s)
             if leak is not None and z in leak["_zones"]:  # a hole loses air whatever the valve does
                 new[z] *= math.exp(-leak["rate"] * h)
             self.pressure[z] = max(0.0, new[z])
 
-    def _step_motors(self, h: float, relay_on: bool) -> None:
+    def _step_motors(self, h: float) -> None:
         p = self.params
         stalled = self.faults.get("motor_stall", {}).get("motors", ())
         for m in MOTOR_NAMES:
-            duty = self._motor_duty(m, relay_on)
+            duty = self.motor_duty(m)
             if m in stalled:
                 self.motor_speed[m] = 0.0
                 amps = min(p.motor_stall_max_a, p.motor_stall_a_per_duty * abs(duty))
             else:
                 speed = self.motor_speed[m]
-                speed += (duty - speed) * (1.0 - self._decay(h, p.motor_tau_s))
+                speed += (duty - speed) * (1.0 - math.exp(-h / p.motor_tau_s))
                 self.motor_speed[m] = speed
                 amps = 0.0
                 if duty != 0.0 or abs(speed) > 0.01:
@@ -459,9 +426,7 @@ class Plant:
         inputs = [self._sources.get((address, channel), _ground) for channel in range(4)]
 
         def read(channel: int) -> float:
-            clock = self._follow_clock  # catch_up(OBSERVE_MIN_STEP_S) without a call when there is no step
-            if clock is not None and clock() - self._followed_at > OBSERVE_MIN_STEP_S:
-                self.catch_up()
+            self.catch_up(OBSERVE_MIN_STEP_S)
             return inputs[channel]()
 
         return read
@@ -471,9 +436,9 @@ class Plant:
         w = self.wiring
         sources: dict[tuple[int, int], Any] = {}
         for zone, (a, c, transducer) in w.pressure.items():
-            sources[(a, c)] = partial(self._pressure_volts, zone, transducer)
+            sources[(a, c)] = lambda z=zone, m=transducer: self._pressure_volts(z, m)
         for i, (name, (a, c, thermistor)) in enumerate(w.thermistors.items()):
-            sources[(a, c)] = partial(self._thermistor_volts, i, name, thermistor)
+            sources[(a, c)] = lambda i=i, n=name, m=thermistor: self._thermistor_volts(i, n, m)
         for motor, (a, c, sense) in w.motor_current.items():
             sources[(a, c)] = lambda m=motor, cs=sense: cs.volts(self._motor_amps_noisy(m))
         sources[w.rail[:2]] = lambda: (self.params.rail_v if self.relay_on else 0.0) * w.rail[2]
